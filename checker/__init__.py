@@ -1,0 +1,1 @@
+"""Mox's judges: the TLC runner, trace conformance, linearizability and invariant reports."""
