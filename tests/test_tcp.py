@@ -1,0 +1,370 @@
+"""TcpTransport on real 127.0.0.1 sockets: delivery, reconnect, bad frames, handshake, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from mox.io.tcp import (
+    HEADER_SIZE_BYTES,
+    KIND_DATA,
+    KIND_HELLO,
+    KIND_WELCOME,
+    ListenError,
+    TcpTransport,
+    decode_header,
+    encode_frame,
+    encode_hello,
+)
+
+CLUSTER = 0xC0FFEE
+MAX_BYTES = 4096
+
+
+class ListLogger:
+    """Collects (level, event, fields) so tests can check that a reason was logged."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, dict[str, Any]]] = []
+
+    def info(self, event: str, /, **fields: Any) -> None:
+        self.records.append(("info", event, fields))
+
+    def warning(self, event: str, /, **fields: Any) -> None:
+        self.records.append(("warning", event, fields))
+
+    def error(self, event: str, /, **fields: Any) -> None:
+        self.records.append(("error", event, fields))
+
+    def find(self, event: str) -> list[dict[str, Any]]:
+        return [fields for _, name, fields in self.records if name == event]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def make(
+    node_id: int,
+    ports: dict[int, int],
+    *,
+    cluster_id: int = CLUSTER,
+    queue_max: int = 64,
+    logger: ListLogger | None = None,
+) -> tuple[TcpTransport, list[tuple[int, bytes]], ListLogger]:
+    log = logger or ListLogger()
+    transport = TcpTransport(
+        node_id,
+        ("127.0.0.1", ports[node_id]),
+        {peer: ("127.0.0.1", port) for peer, port in ports.items() if peer != node_id},
+        MAX_BYTES,
+        queue_max,
+        log,
+        cluster_id=cluster_id,
+        random=random.Random(node_id),
+        backoff_min_ms=10,
+        backoff_max_ms=100,
+    )
+    inbox: list[tuple[int, bytes]] = []
+    transport.set_receiver(lambda src, payload: inbox.append((src, payload)))
+    return transport, inbox, log
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def run(coro: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(coro(), 30))
+
+
+def test_frame_roundtrip_and_header_checks() -> None:
+    frame = encode_frame(KIND_DATA, 7, b"hello")
+    header = decode_header(frame[:HEADER_SIZE_BYTES], MAX_BYTES)
+    assert (header.kind, header.sender, header.length_bytes) == (KIND_DATA, 7, 5)
+    with pytest.raises(Exception, match="oversize"):
+        decode_header(frame[:HEADER_SIZE_BYTES], 4)
+    with pytest.raises(Exception, match="bad_magic"):
+        decode_header(b"\x00" * HEADER_SIZE_BYTES, MAX_BYTES)
+
+
+def test_delivery_both_ways_three_nodes() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2, 3], free_ports(3), strict=True))
+        nodes = [make(i, ports) for i in (1, 2, 3)]
+        for transport, _, _ in nodes:
+            await transport.start()
+        try:
+            for transport, _, _ in nodes:
+                for dst in (1, 2, 3):
+                    if dst != transport.node_id:
+                        for n in range(50):
+                            transport.send(dst, f"{transport.node_id}->{dst}#{n}".encode())
+            for transport, inbox, _ in nodes:
+                await eventually(lambda inbox=inbox: len(inbox) == 100)  # type: ignore[misc]
+                me = transport.node_id
+                for src in (1, 2, 3):
+                    if src != me:
+                        got = [p for s, p in inbox if s == src]
+                        # One connection per direction: per-sender order is preserved.
+                        assert got == [f"{src}->{me}#{n}".encode() for n in range(50)]
+            assert nodes[0][0].stats.frames_sent == 100
+            assert nodes[0][0].stats.frames_received == 100
+            assert nodes[0][0].connected_peers() == [2, 3]
+        finally:
+            for transport, _, _ in nodes:
+                await transport.close()
+
+    run(body)
+
+
+def test_reconnect_after_peer_restarts() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, _ = make(1, ports)
+        b, b_inbox, _ = make(2, ports)
+        await a.start()
+        await b.start()
+        try:
+            a.send(2, b"before")
+            await eventually(lambda: b_inbox == [(1, b"before")])
+            await b.close()
+            await eventually(lambda: a.connected_peers() == [])
+            # Queued while the peer is down: kept (bounded) and sent on reconnect.
+            a.send(2, b"while-down")
+            b2, b2_inbox, _ = make(2, ports)
+            await b2.start()
+            try:
+                await eventually(lambda: (1, b"while-down") in b2_inbox)
+                a.send(2, b"after")
+                await eventually(lambda: (1, b"after") in b2_inbox)
+                assert a.stats.connects >= 2
+                assert a.stats.disconnects >= 1
+            finally:
+                await b2.close()
+        finally:
+            await a.close()
+
+    run(body)
+
+
+async def raw_session(
+    port: int, sender: int, dst: int, cluster_id: int = CLUSTER
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A hand-made dialer that completes the handshake as `sender`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_hello(KIND_HELLO, sender, cluster_id, dst))
+    await writer.drain()
+    header = decode_header(await reader.readexactly(HEADER_SIZE_BYTES), MAX_BYTES)
+    await reader.readexactly(header.length_bytes)
+    assert header.kind == KIND_WELCOME
+    return reader, writer
+
+
+async def assert_closed_by_peer(reader: asyncio.StreamReader) -> None:
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data == b"", "the transport must close a connection that sent a bad frame"
+
+
+async def check_bad_input_closes_only_that_connection(
+    bad_bytes: bytes, *, handshake: bool, reason: str
+) -> None:
+    ports = dict(zip([1, 2], free_ports(2), strict=True))
+    a, a_inbox, a_log = make(1, ports)
+    b, _, _ = make(2, ports)
+    await a.start()
+    await b.start()
+    try:
+        if handshake:
+            reader, writer = await raw_session(ports[1], sender=2, dst=1)
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", ports[1])
+        writer.write(bad_bytes)
+        await writer.drain()
+        await assert_closed_by_peer(reader)
+        writer.close()
+        assert a.stats.frames_rejected.get(reason) == 1
+        logged = a_log.find("transport.frame_rejected")
+        assert [entry["reason"] for entry in logged] == [reason]
+        # The node keeps running: the real peer still gets through.
+        b.send(1, b"still-alive")
+        await eventually(lambda: (2, b"still-alive") in a_inbox)
+        assert all(payload != b"evil" for _, payload in a_inbox)
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_oversized_frame_closes_connection() -> None:
+    frame = encode_frame(KIND_DATA, 2, b"x" * (MAX_BYTES + 1))
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            frame, handshake=True, reason="oversize"
+        )
+    )
+
+
+def test_corrupt_checksum_closes_connection() -> None:
+    frame = bytearray(encode_frame(KIND_DATA, 2, b"evil"))
+    frame[-1] ^= 0x01  # flip one payload bit
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            bytes(frame), handshake=True, reason="bad_checksum"
+        )
+    )
+
+
+def test_garbage_bytes_close_connection() -> None:
+    garbage = random.Random(5).randbytes(200)
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            garbage, handshake=False, reason="bad_magic"
+        )
+    )
+
+
+def test_spoofed_sender_closes_connection() -> None:
+    frame = encode_frame(KIND_DATA, 3, b"evil")  # node 3's id on node 2's session
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            frame, handshake=True, reason="bad_sender"
+        )
+    )
+
+
+def test_wrong_cluster_id_is_refused_with_logged_reason() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, a_inbox, a_log = make(1, ports)
+        b, _, b_log = make(2, ports, cluster_id=CLUSTER + 1)
+        await a.start()
+        await b.start()
+        try:
+            b.send(1, b"from-another-cluster")
+            await eventually(lambda: len(a_log.find("transport.handshake_refused")) >= 1)
+            await eventually(lambda: len(b_log.find("transport.handshake_failed")) >= 1)
+            refused = a_log.find("transport.handshake_refused")[0]
+            assert f"cluster {CLUSTER + 1}" in refused["reason"]
+            failed = b_log.find("transport.handshake_failed")[0]
+            assert "refused by peer" in failed["reason"] or "cluster" in failed["reason"]
+            await asyncio.sleep(0.2)
+            assert a_inbox == []
+            assert b.connected_peers() == []
+            assert a.connected_peers() == []
+        finally:
+            await a.close()
+            await b.close()
+
+    run(body)
+
+
+def test_wrong_node_at_address_is_refused() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        # Node 1 believes node 2 lives where node 3 actually listens.
+        a, _, a_log = make(1, {1: ports[1], 2: ports[2]})
+        c, _, c_log = make(3, {3: ports[2], 1: ports[1]})
+        await a.start()
+        await c.start()
+        try:
+            await eventually(lambda: len(c_log.find("transport.handshake_refused")) >= 1)
+            assert "dialed node 2" in c_log.find("transport.handshake_refused")[0]["reason"]
+            await eventually(lambda: len(a_log.find("transport.handshake_failed")) >= 1)
+            assert a.connected_peers() == []
+        finally:
+            await a.close()
+            await c.close()
+
+    run(body)
+
+
+def test_send_queue_is_bounded_and_drops_oldest() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, _ = make(1, ports, queue_max=4)
+        await a.start()  # node 2 is not listening yet: frames queue up
+        try:
+            for n in range(10):
+                a.send(2, f"m{n}".encode())
+            assert a.queue_depth(2) == 4
+            assert a.stats.send_dropped_queue_full == {2: 6}
+            b, b_inbox, _ = make(2, ports)
+            await b.start()
+            try:
+                await eventually(lambda: len(b_inbox) == 4)
+                assert [p for _, p in b_inbox] == [b"m6", b"m7", b"m8", b"m9"]
+            finally:
+                await b.close()
+        finally:
+            await a.close()
+
+    run(body)
+
+
+def test_oversized_send_is_dropped_and_counted() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, a_log = make(1, ports)
+        await a.start()
+        try:
+            a.send(2, b"x" * (MAX_BYTES + 1))
+            assert a.queue_depth(2) == 0
+            assert a.stats.send_dropped_other == {"oversize": 1}
+            assert len(a_log.find("transport.send_oversize")) == 1
+        finally:
+            await a.close()
+
+    run(body)
+
+
+def test_listen_on_busy_port_is_a_clear_error() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, _ = make(1, ports)
+        await a.start()
+        try:
+            clash, _, _ = make(1, ports)
+            with pytest.raises(ListenError, match=f"127.0.0.1:{ports[1]}"):
+                await clash.start()
+        finally:
+            await a.close()
+
+    run(body)
+
+
+def test_metrics_collector_exports_counters() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, _ = make(1, ports, queue_max=1)
+        await a.start()
+        try:
+            a.send(2, b"one")
+            a.send(2, b"two")
+            registry = CollectorRegistry()
+            a.register_metrics(registry)
+            text = generate_latest(registry).decode()
+            assert 'mox_transport_send_dropped_total{peer="2",reason="queue_full"} 1.0' in text
+            assert 'mox_transport_send_queue_depth{peer="2"} 1.0' in text
+        finally:
+            await a.close()
+
+    run(body)
