@@ -1,0 +1,483 @@
+"""`mox bench cluster`: a 3-node Mox cluster against a 3-member etcd cluster, same load, same run.
+
+Both clusters run on 127.0.0.1 as child processes started by the bench, with fsync on (etcd
+fsyncs its WAL by default; Mox runs with `[storage] fsync = true`). One load generator (this
+process, asyncio + aiohttp, uvloop when installed) drives both through HTTP/JSON:
+
+* writes: `value_size_bytes`-byte values under distinct keys, sent to the leader, with 1 and
+  64 (by default) concurrent clients, each a closed loop (one request in flight per client);
+* linearizable reads: the keys written, spread over every node.
+
+Mox is driven through its REST API, etcd through its v3 JSON gateway (`/v3/kv/put`,
+`/v3/kv/range` with base64 keys and values; a range is linearizable unless `serializable`).
+The load generator is the same code for both, so its own cost is in both columns; a ratio
+column compares them. When etcd is not installed the bench says so and prints Mox alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+
+__all__ = [
+    "EtcdCluster",
+    "LoadResult",
+    "command",
+    "free_ports",
+    "run_load",
+]
+
+Request = tuple[str, str, bytes | None]  # method, url, body
+RequestFactory = Callable[[int, int], Request]  # (client index, sequence number) -> request
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports the kernel just handed out (bound together, then released)."""
+    assert count >= 1
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sockets.append(sock)
+        ports = [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert len(set(ports)) == count
+    return ports
+
+
+@attrs.frozen
+class LoadResult:
+    """One load run: completed operations, failures, and latency percentiles in ms."""
+
+    system: str
+    workload: str
+    clients: int
+    ops: int
+    errors: int
+    elapsed_s: float
+    latency_ms_p50: float
+    latency_ms_p99: float
+    first_error: str
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "workload": self.workload,
+            "clients": self.clients,
+            "ops": self.ops,
+            "errors": self.errors,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "ops_per_s": round(self.ops_per_s, 1),
+            "latency_ms_p50": round(self.latency_ms_p50, 3),
+            "latency_ms_p99": round(self.latency_ms_p99, 3),
+            "first_error": self.first_error,
+        }
+
+
+def _percentile(sorted_values: Sequence[int], fraction: float) -> float:
+    assert 0.0 <= fraction <= 1.0
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, int(fraction * len(sorted_values)))
+    return sorted_values[index] / 1e6
+
+
+async def run_load(
+    system: str,
+    workload: str,
+    factory: RequestFactory,
+    *,
+    clients: int,
+    duration_s: float,
+    warmup_s: float,
+    headers: dict[str, str] | None = None,
+) -> LoadResult:
+    """`clients` closed-loop clients issue requests from `factory` for warmup + duration.
+
+    Only requests that start after the warm-up and finish before the deadline are measured.
+    A non-2xx answer or a connection error counts as an error (the first one is kept).
+    """
+    import aiohttp
+
+    assert clients >= 1
+    assert duration_s > 0
+    latencies_ns: list[int] = []
+    errors = 0
+    first_error = ""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    measure_from = start + warmup_s
+    deadline = measure_from + duration_s
+
+    async def client(index: int, session: aiohttp.ClientSession) -> None:
+        nonlocal errors, first_error
+        seq = 0
+        while loop.time() < deadline:
+            method, url, body = factory(index, seq)
+            seq += 1
+            began = loop.time()
+            t0 = time.perf_counter_ns()
+            try:
+                async with session.request(method, url, data=body, headers=headers) as response:
+                    await response.read()
+                    ok = 200 <= response.status < 300
+                    problem = "" if ok else f"HTTP {response.status} from {url}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                ok = False
+                problem = f"{type(exc).__name__}: {exc} ({url})"
+            t1 = time.perf_counter_ns()
+            if began < measure_from or loop.time() > deadline:
+                continue
+            if ok:
+                latencies_ns.append(t1 - t0)
+            else:
+                errors += 1
+                first_error = first_error or problem
+                await asyncio.sleep(0.01)  # do not spin on a node that refuses
+
+    connector = aiohttp.TCPConnector(limit=clients + 4, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(client(i, session) for i in range(clients)))
+    latencies_ns.sort()
+    return LoadResult(
+        system=system,
+        workload=workload,
+        clients=clients,
+        ops=len(latencies_ns),
+        errors=errors,
+        elapsed_s=duration_s,
+        latency_ms_p50=_percentile(latencies_ns, 0.50),
+        latency_ms_p99=_percentile(latencies_ns, 0.99),
+        first_error=first_error,
+    )
+
+
+# -- child processes -------------------------------------------------------------------------
+
+
+def stop_processes(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float = 10) -> None:
+    """SIGTERM every process we started, then SIGKILL the ones still running after timeout."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        remaining = max(0.1, deadline - time.monotonic())
+        try:
+            process.wait(remaining)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def wait_http(url: str, ok: Callable[[int, bytes], bool], timeout_s: float) -> None:
+    """Poll `url` (GET) until `ok(status, body)`; raise click.ClickException on timeout."""
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    body = await response.read()
+                    if ok(response.status, body):
+                        return
+                    last = f"HTTP {response.status}: {body[:200]!r}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.1)
+    raise click.ClickException(f"{url} not ready after {timeout_s:.0f} s ({last})")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class EtcdCluster:
+    """A 3-member etcd cluster on 127.0.0.1, in a scratch directory, fsync on (etcd's default)."""
+
+    def __init__(self, root: Path, members: int = 3, etcd_binary: str = "etcd") -> None:
+        assert members >= 1
+        self.root = root
+        self.members = members
+        self.etcd_binary = etcd_binary
+        ports = free_ports(2 * members)
+        self.client_ports = ports[:members]
+        self.peer_ports = ports[members:]
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Any] = []
+
+    @staticmethod
+    def find_binary() -> str | None:
+        return shutil.which("etcd")
+
+    @property
+    def client_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.client_ports]
+
+    def start(self) -> None:
+        initial = ",".join(
+            f"m{i + 1}=http://127.0.0.1:{port}" for i, port in enumerate(self.peer_ports)
+        )
+        for i in range(self.members):
+            data_dir = self.root / f"m{i + 1}"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.root / f"m{i + 1}.log").open("wb")
+            self._logs.append(log)
+            args = [
+                self.etcd_binary,
+                "--name", f"m{i + 1}",
+                "--data-dir", str(data_dir),
+                "--listen-client-urls", self.client_urls[i],
+                "--advertise-client-urls", self.client_urls[i],
+                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_ports[i]}",
+                "--initial-cluster", initial,
+                "--initial-cluster-state", "new",
+                "--initial-cluster-token", "mox-bench",
+                "--log-level", "warn",
+            ]  # fmt: skip
+            self.processes.append(
+                subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+
+    def stop(self) -> None:
+        stop_processes(self.processes)
+        for log in self._logs:
+            log.close()
+
+    async def leader_url(self, timeout_s: float = 20) -> str:
+        """The client URL of the current leader (from /v3/maintenance/status of each member)."""
+        import aiohttp
+
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while time.monotonic() < deadline:
+                for url in self.client_urls:
+                    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                        async with session.post(f"{url}/v3/maintenance/status", json={}) as r:
+                            status = await r.json(content_type=None)
+                            header = status.get("header", {})
+                            leader = status.get("leader")
+                            if leader and leader == header.get("member_id"):
+                                return url
+                await asyncio.sleep(0.1)
+        raise click.ClickException(
+            f"etcd elected no leader in {timeout_s:.0f} s (logs: {self.root})"
+        )
+
+    def write_factory(self, leader_url: str, value: bytes) -> RequestFactory:
+        url = f"{leader_url}/v3/kv/put"
+        value_b64 = _b64(value)
+
+        def factory(client: int, seq: int) -> Request:
+            key = _b64(f"bench/{client}/{seq}".encode())
+            return "POST", url, json.dumps({"key": key, "value": value_b64}).encode()
+
+        return factory
+
+    def read_factory(self, keys_per_client: int) -> RequestFactory:
+        urls = [f"{url}/v3/kv/range" for url in self.client_urls]
+
+        def factory(client: int, seq: int) -> Request:
+            key = _b64(f"bench/{client % 64}/{seq % max(1, keys_per_client)}".encode())
+            return "POST", urls[client % len(urls)], json.dumps({"key": key}).encode()
+
+        return factory
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def _parse_clients(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    try:
+        counts = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if not counts or any(count < 1 or count > 1024 for count in counts):
+        raise click.BadParameter(f"{value!r}: each client count must be in 1..1024")
+    return counts
+
+
+@contextlib.contextmanager
+def _scratch_dir(path: str | None) -> Iterator[Path]:
+    if path is not None:
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="mox-bench-cluster-") as tmp:
+        yield Path(tmp)
+
+
+def _print_results(results: list[LoadResult]) -> None:
+    click.echo(
+        f"{'workload':<10} {'clients':>7} {'system':<6} {'ops/s':>10} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>6}   mox/etcd"
+    )
+    by_key = {(r.system, r.workload, r.clients): r for r in results}
+    for r in results:
+        ratio = ""
+        other = by_key.get(("etcd", r.workload, r.clients))
+        if r.system == "mox" and other is not None and other.ops_per_s > 0:
+            ratio = (
+                f"   x{r.ops_per_s / other.ops_per_s:.2f} throughput, "
+                f"x{r.latency_ms_p50 / max(other.latency_ms_p50, 1e-9):.2f} p50"
+            )
+        click.echo(
+            f"{r.workload:<10} {r.clients:>7} {r.system:<6} {r.ops_per_s:>10.0f} "
+            f"{r.latency_ms_p50:>8.2f} {r.latency_ms_p99:>8.2f} {r.errors:>6}{ratio}"
+        )
+        if r.first_error:
+            click.echo(f"{'':<10} first error: {r.first_error}")
+
+
+async def _bench_etcd(
+    root: Path, client_counts: list[int], duration_s: float, value: bytes
+) -> list[LoadResult]:
+    binary = EtcdCluster.find_binary()
+    if binary is None:
+        click.echo(
+            "etcd: not installed (apt-get install -y etcd-server etcd-client): "
+            "no etcd baseline in this run"
+        )
+        return []
+    cluster = EtcdCluster(root / "etcd", etcd_binary=binary)
+    results: list[LoadResult] = []
+    cluster.start()
+    try:
+        leader = await cluster.leader_url()
+        click.echo(f"etcd: 3 members up, leader {leader}")
+        for clients in client_counts:
+            results.append(
+                await run_load(
+                    "etcd",
+                    "write",
+                    cluster.write_factory(leader, value),
+                    clients=clients,
+                    duration_s=duration_s,
+                    warmup_s=min(1.0, duration_s / 5),
+                )
+            )
+        results.append(
+            await run_load(
+                "etcd",
+                "read",
+                cluster.read_factory(keys_per_client=100),
+                clients=max(client_counts),
+                duration_s=duration_s,
+                warmup_s=min(1.0, duration_s / 5),
+            )
+        )
+    finally:
+        cluster.stop()
+    return results
+
+
+async def _bench(
+    root: Path, client_counts: list[int], duration_s: float, value_size_bytes: int, etcd: bool
+) -> list[LoadResult]:
+    value = bytes(range(256)) * (value_size_bytes // 256 + 1)
+    value = value[:value_size_bytes]
+    results: list[LoadResult] = []
+    if etcd:
+        results.extend(await _bench_etcd(root, client_counts, duration_s, value))
+    return results
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    uvloop.install()
+    return "uvloop"
+
+
+@click.command("cluster")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results here.")
+@click.option(
+    "--duration",
+    "duration_s",
+    type=click.FloatRange(min=0.5, max=3600),
+    default=5.0,
+    show_default=True,
+    help="Seconds of measured load per workload (after a short warm-up).",
+)
+@click.option(
+    "--clients",
+    "client_counts",
+    default="1,64",
+    show_default=True,
+    callback=_parse_clients,
+    help="Comma-separated concurrent client counts for the write workloads.",
+)
+@click.option(
+    "--value-size",
+    "value_size_bytes",
+    type=click.IntRange(1, 1 << 20),
+    default=100,
+    show_default=True,
+    help="Bytes per written value.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the clusters' data and logs here (default: a temporary directory).",
+)
+@click.option("--no-etcd", is_flag=True, help="Skip the etcd baseline.")
+def command(
+    json_path: str | None,
+    duration_s: float,
+    client_counts: list[int],
+    value_size_bytes: int,
+    data_dir: str | None,
+    no_etcd: bool,
+) -> None:
+    """Write and read throughput and latency of a 3-node cluster, beside etcd."""
+    loop_name = _install_uvloop()
+    click.echo(
+        f"bench cluster: 3 nodes on 127.0.0.1, fsync on, {value_size_bytes}-byte values, "
+        f"{duration_s:g} s per workload, clients {client_counts}, load generator on {loop_name}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    with _scratch_dir(data_dir) as root:
+        results = asyncio.run(
+            _bench(root, client_counts, duration_s, value_size_bytes, etcd=not no_etcd)
+        )
+    _print_results(results)
+    if json_path is not None:
+        document = {
+            "command": " ".join(["mox", "bench", "cluster", *sys.argv[3:]]),
+            "value_size_bytes": value_size_bytes,
+            "duration_s": duration_s,
+            "results": [r.as_json() for r in results],
+        }
+        Path(json_path).write_text(json.dumps(document, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
