@@ -1,0 +1,230 @@
+"""Leveled compaction in bounded steps.
+
+Shape (LevelDB/RocksDB "leveled"): level 0 holds flushed tables, whose key ranges overlap;
+every deeper level is one sorted run of non-overlapping tables, and level i may hold
+`level1_size_bytes * level_size_multiplier ** (i - 1)` bytes. A job merges
+
+* all of level 0 with the overlapping tables of level 1, once level 0 has
+  `l0_compaction_trigger_tables` tables (level 0 first: it is what reads pay for most);
+* otherwise one table of the level most over its target (round-robin by key within the
+  level) with the overlapping tables of the next level. A table with no overlap below is
+  moved down by a manifest edit alone (a trivial move).
+
+A job is resumable: `CompactionJob.step(max_bytes)` merges at most about `max_bytes` of input
+and returns, so whoever drives it (the node's background task, the simulator) decides how
+much work happens between foreground operations. Outputs are cut at key boundaries into
+tables of about `table_size_bytes`; they become live only when the job installs its manifest
+edit, and a crash before that leaves orphan files that `LsmStore.open` deletes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator, Sequence
+
+from mox.io.interfaces import FileSystem
+from mox.storage.lsm.sstable import Table, TableProps, TableWriter, table_name
+from mox.storage.lsm.versions import Version, retain_versions
+
+__all__ = ["CompactionJob", "level_target_size_bytes", "merge_sources", "pick_job"]
+
+
+def level_target_size_bytes(level: int, level1_size_bytes: int, multiplier: int) -> int:
+    assert level >= 1
+    return int(level1_size_bytes * multiplier ** (level - 1))
+
+
+def overlapping(tables: Sequence[Table], min_key: bytes, max_key: bytes) -> list[Table]:
+    """The tables whose key range meets [min_key, max_key]."""
+    assert min_key <= max_key
+    return [t for t in tables if not (t.props.max_key < min_key or t.props.min_key > max_key)]
+
+
+class JobPlan:
+    """What one compaction merges, and where the result goes."""
+
+    def __init__(
+        self, input_level: int, inputs: list[Table], lower: list[Table], bottom: bool
+    ) -> None:
+        assert inputs, "a job has at least one input table"
+        self.input_level = input_level
+        self.output_level = input_level + 1
+        self.inputs = inputs
+        self.lower = lower
+        self.bottom = bottom
+
+    @property
+    def trivial_move(self) -> bool:
+        """One table, nothing below to merge with, level >= 1: move it by a manifest edit."""
+        return self.input_level >= 1 and len(self.inputs) == 1 and not self.lower
+
+    @property
+    def all_inputs(self) -> list[Table]:
+        return [*self.inputs, *self.lower]
+
+
+def pick_job(
+    levels: Sequence[Sequence[Table]],
+    *,
+    l0_trigger_tables: int,
+    level1_size_bytes: int,
+    multiplier: int,
+    compact_pointers: list[bytes],
+) -> JobPlan | None:
+    """The most urgent compaction, or None if every level is within its limits."""
+    level_count = len(levels)
+    assert level_count >= 2
+    assert len(compact_pointers) == level_count
+    if len(levels[0]) >= l0_trigger_tables:
+        inputs = list(levels[0])
+        min_key = min(t.props.min_key for t in inputs)
+        max_key = max(t.props.max_key for t in inputs)
+        return JobPlan(0, inputs, overlapping(levels[1], min_key, max_key), _is_bottom(levels, 1))
+    best_level = -1
+    best_score = 1.0
+    for level in range(1, level_count - 1):
+        size_bytes = sum(t.size_bytes for t in levels[level])
+        score = size_bytes / level_target_size_bytes(level, level1_size_bytes, multiplier)
+        if score > best_score:
+            best_level, best_score = level, score
+    if best_level < 0:
+        return None
+    tables = levels[best_level]
+    assert tables
+    # Round-robin: the first table past where this level's last compaction ended.
+    chosen = tables[0]
+    for table in tables:
+        if table.props.min_key > compact_pointers[best_level]:
+            chosen = table
+            break
+    lower = overlapping(levels[best_level + 1], chosen.props.min_key, chosen.props.max_key)
+    return JobPlan(best_level, [chosen], lower, _is_bottom(levels, best_level + 1))
+
+
+def _is_bottom(levels: Sequence[Sequence[Table]], output_level: int) -> bool:
+    """No table below `output_level`: nothing older can hide behind a dropped tombstone."""
+    return all(not levels[level] for level in range(output_level + 1, len(levels)))
+
+
+def merge_sources(
+    sources: list[Iterator[tuple[bytes, list[Version]]]],
+) -> Iterator[tuple[bytes, list[Version]]]:
+    """Merge sorted (key, versions) streams into one, the versions of a key combined.
+
+    Versions of a key in different sources have distinct seqs (one seq per batch), so
+    sorting them by seq is unambiguous.
+    """
+
+    def tagged(
+        rank: int, source: Iterator[tuple[bytes, list[Version]]]
+    ) -> Iterator[tuple[bytes, int, list[Version]]]:
+        for key, versions in source:
+            yield key, rank, versions
+
+    merged = heapq.merge(*(tagged(rank, source) for rank, source in enumerate(sources)))
+    current_key: bytes | None = None
+    current: list[Version] = []
+    group_count = 0
+    for key, _rank, versions in merged:
+        if key != current_key:
+            if current_key is not None:
+                if group_count > 1:
+                    current.sort()
+                yield current_key, current
+            current_key, current, group_count = key, list(versions), 1
+        else:
+            current.extend(versions)
+            group_count += 1
+    if current_key is not None:
+        if group_count > 1:
+            current.sort()
+        yield current_key, current
+
+
+def chain_tables(tables: Sequence[Table]) -> Iterator[tuple[bytes, list[Version]]]:
+    """The entries of a sorted run of non-overlapping tables, in key order."""
+    for table in tables:
+        yield from table.scan(b"", None)
+
+
+class CompactionJob:
+    """A started merge: call `step` until it returns True (done), then install `outputs`."""
+
+    def __init__(
+        self,
+        plan: JobPlan,
+        fs: FileSystem,
+        directory: str,
+        allocate_file_number: Callable[[], int],
+        *,
+        table_size_bytes: int,
+        block_size_bytes: int,
+        bloom_false_positive_rate: float,
+    ) -> None:
+        assert not plan.trivial_move
+        self.plan = plan
+        self._fs = fs
+        self._directory = directory
+        self._allocate_file_number = allocate_file_number
+        self._table_size_bytes = table_size_bytes
+        self._block_size_bytes = block_size_bytes
+        self._bloom_fp_rate = bloom_false_positive_rate
+        # Level 0 tables are newest first; the run below is older than all of them.
+        sources = [table.scan(b"", None) for table in plan.inputs]
+        if plan.input_level >= 1:
+            sources = [chain_tables(plan.inputs)]
+        sources.append(chain_tables(plan.lower))
+        self._merged = merge_sources(sources)
+        self._writer: TableWriter | None = None
+        self.outputs: list[TableProps] = []
+        self.written_names: list[str] = []
+        self.input_bytes = 0
+        self.done = False
+
+    async def step(self, max_bytes: int, snapshot_seqs: list[int]) -> bool:
+        """Merge about `max_bytes` more input; True once every input is consumed and written."""
+        assert not self.done
+        assert max_bytes > 0
+        budget_bytes = max_bytes
+        while budget_bytes > 0:
+            item = next(self._merged, None)
+            if item is None:
+                if self._writer is not None:
+                    await self._finish_writer()
+                self.done = True
+                return True
+            key, versions = item
+            for _seq, value in versions:
+                entry_bytes = len(key) + (len(value) if value is not None else 0)
+                budget_bytes -= entry_bytes
+                self.input_bytes += entry_bytes
+            kept = retain_versions(versions, snapshot_seqs, bottom=self.plan.bottom)
+            if not kept:
+                continue
+            if self._writer is None:
+                number = self._allocate_file_number()
+                name = table_name(self._directory, number)
+                self.written_names.append(name)
+                self._writer = TableWriter(
+                    self._fs,
+                    name,
+                    number,
+                    block_size_bytes=self._block_size_bytes,
+                    bloom_false_positive_rate=self._bloom_fp_rate,
+                )
+            self._writer.add(key, kept)
+            if self._writer.size_bytes >= self._table_size_bytes:
+                await self._finish_writer()
+        return False
+
+    async def _finish_writer(self) -> None:
+        assert self._writer is not None
+        writer, self._writer = self._writer, None
+        self.outputs.append(await writer.finish())
+
+    def abandon(self) -> None:
+        """Stop; the caller removes `written_names` (none of them is live)."""
+        if self._writer is not None:
+            self._writer.abandon()
+            self._writer = None
+        self.done = True
