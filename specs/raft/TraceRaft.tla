@@ -1,0 +1,282 @@
+------------------------------ MODULE TraceRaft ------------------------------
+(***************************************************************************)
+(* Trace validation of the Raft implementation against Raft.tla.           *)
+(*                                                                         *)
+(* A trace (NDJSON, one line per spec action, specs/README.md) is turned   *)
+(* by checker/conformance.py into the generated module TraceData:          *)
+(*   TraceLogs       a tuple of traces, each a tuple of event records      *)
+(*                   [action, node, msg, state] (see the table below);     *)
+(*   TraceServer     the servers of the run (the constant Server);         *)
+(*   TraceInitConfig the initial configuration (the constant InitConfig);  *)
+(*   TraceStuckAt    per trace, the line to diagnose (0: none).            *)
+(* Init picks one trace t and starts at its line l = 1; each step takes    *)
+(* the spec's own action named by line l, constrained by what the line     *)
+(* says, and moves to l + 1.  A trace is accepted iff some behaviour       *)
+(* reaches l = Len(TraceLog) + 1: then every line was a step of Raft.tla.  *)
+(* A behaviour that cannot take line l is stuck: the trace is rejected,    *)
+(* and the furthest l reached names the line.                              *)
+(*                                                                         *)
+(* Mapping from trace fields to spec variables (i = the line's `node`):    *)
+(*                                                                         *)
+(*   trace field             spec                                          *)
+(*   ----------------------  --------------------------------------------  *)
+(*   action                  the action taken (one IsX per action, below)  *)
+(*   node                    i, the acting server                          *)
+(*   state.term              currentTerm'[i]                               *)
+(*   state.role              state'[i] (same strings)                      *)
+(*   state.voted_for         votedFor'[i] (null -> Nil)                    *)
+(*   state.commit_index      commitIndex'[i]                               *)
+(*   state.last_index        LastIndex(i) after the step                   *)
+(*   state.last_term         LastTerm(i) after the step                    *)
+(*   state.snapshot_index    snapshotIndex'[i]                             *)
+(*   state.snapshot_term     snapshotTerm'[i]                              *)
+(*   state.config            Config(i) after the step                      *)
+(*   msg.type                m.mtype                                       *)
+(*   msg.src / dst / term    m.msource / m.mdest / m.mterm                 *)
+(*   msg.last_log_term/index m.mlastLogTerm / m.mlastLogIndex              *)
+(*   msg.vote_granted        m.mvoteGranted                                *)
+(*   msg.prev_log_index/term m.mprevLogIndex / m.mprevLogTerm              *)
+(*   msg.entries [t, k, c]   m.mentries: [term |-> t, kind |-> k, value]   *)
+(*                           value: TheValue (normal), Nil (noop), c       *)
+(*                           (config members)                              *)
+(*   msg.leader_commit       m.mcommitIndex                                *)
+(*   msg.success             m.msuccess                                    *)
+(*   msg.match_index         m.mmatchIndex                                 *)
+(*   msg.snapshot_index/term m.msnapshotIndex / m.msnapshotTerm            *)
+(*   msg.config              m.msnapshotConfig                             *)
+(*   (not logged)            messages (see below), nextIndex, matchIndex,  *)
+(*                           votesResponded, votesGranted, committed: the  *)
+(*                           spec's own actions determine them             *)
+(*                                                                         *)
+(* What the implementation does not log, and how it is handled:            *)
+(*  - Messages in flight.  The spec's bag `messages` is reconstructed: a   *)
+(*    send line (RequestVote, AppendEntries, SendSnapshot) must add        *)
+(*    exactly the logged message to it; a response enters the bag through *)
+(*    the handler action that replies (as in the spec); a receive line     *)
+(*    (UpdateTerm, Handle*, DropStaleMessage) must find its message in the *)
+(*    bag, addressed to the receiver.  Messages never delivered simply     *)
+(*    stay in the bag (the spec allows a message to be delayed forever).   *)
+(*  - Message loss and duplication are DropMessage/DuplicateMessage lines  *)
+(*    written by the simulated network; a message can leave the bag only   *)
+(*    through a line that names it.                                        *)
+(*  - Client values and snapshot data are not logged: Value is a single    *)
+(*    model value, so a normal entry is identified by its index and term,  *)
+(*    which by the spec's Log Matching property determines it.             *)
+(*  - Unobserved nondeterminism (how many entries an AppendEntries         *)
+(*    carries, where a snapshot is cut, which server a membership change   *)
+(*    names) is resolved by the observed message or state: TLC tries every *)
+(*    choice and keeps those that match.                                   *)
+(***************************************************************************)
+EXTENDS Raft, TraceData
+
+\* t: the trace being followed (an index into TraceLogs); l: its next line.
+VARIABLES t, l
+traceVars == <<t, l>>
+
+TraceLog == TraceLogs[t]
+
+\* The registers 1..Len(TraceLogs) hold the furthest line reached per trace.
+ASSUME \A k \in 1..Len(TraceLogs) : TLCSet(k, 0)
+
+\* The one client value: the trace does not log payloads.
+TheValue == CHOOSE v \in Value : TRUE
+
+\* Trace value -> spec value.
+VotedFor(x) == IF x = 0 THEN Nil ELSE x
+
+SpecEntry(x) ==
+    [term  |-> x.term,
+     kind  |-> x.kind,
+     value |-> CASE x.kind = "normal" -> TheValue
+               []   x.kind = "noop"   -> Nil
+               []   OTHER             -> x.members]
+
+SpecEntries(s) == [k \in 1..Len(s) |-> SpecEntry(s[k])]
+
+SpecMsg(x) ==
+    CASE x.type = "RequestVote" ->
+            [mtype |-> "RequestVote", mterm |-> x.term,
+             mlastLogTerm |-> x.last_log_term, mlastLogIndex |-> x.last_log_index,
+             msource |-> x.src, mdest |-> x.dst]
+    []   x.type = "RequestVoteResponse" ->
+            [mtype |-> "RequestVoteResponse", mterm |-> x.term,
+             mvoteGranted |-> x.vote_granted,
+             msource |-> x.src, mdest |-> x.dst]
+    []   x.type = "AppendEntries" ->
+            [mtype |-> "AppendEntries", mterm |-> x.term,
+             mprevLogIndex |-> x.prev_log_index, mprevLogTerm |-> x.prev_log_term,
+             mentries |-> SpecEntries(x.entries), mcommitIndex |-> x.leader_commit,
+             msource |-> x.src, mdest |-> x.dst]
+    []   x.type = "AppendEntriesResponse" ->
+            [mtype |-> "AppendEntriesResponse", mterm |-> x.term,
+             msuccess |-> x.success, mmatchIndex |-> x.match_index,
+             msource |-> x.src, mdest |-> x.dst]
+    []   x.type = "InstallSnapshot" ->
+            [mtype |-> "InstallSnapshot", mterm |-> x.term,
+             msnapshotIndex |-> x.snapshot_index, msnapshotTerm |-> x.snapshot_term,
+             msnapshotConfig |-> x.config,
+             msource |-> x.src, mdest |-> x.dst]
+    []   OTHER ->
+            [mtype |-> "InstallSnapshotResponse", mterm |-> x.term,
+             mmatchIndex |-> x.match_index,
+             msource |-> x.src, mdest |-> x.dst]
+
+SendActions == {"RequestVote", "AppendEntries", "SendSnapshot"}
+ReceiveActions == {"UpdateTerm", "HandleRequestVoteRequest",
+                   "HandleRequestVoteResponse", "HandleAppendEntriesRequest",
+                   "HandleAppendEntriesResponse", "HandleInstallSnapshotRequest",
+                   "HandleInstallSnapshotResponse", "DropStaleMessage"}
+NetworkActions == {"DropMessage", "DuplicateMessage"}
+
+\* The logged message is in the bag, addressed to the line's node.
+InFlight(e) ==
+    /\ SpecMsg(e.msg) \in DOMAIN messages
+    /\ e.action \in ReceiveActions => SpecMsg(e.msg).mdest = e.node
+
+----
+\* One IsX per trace action: the spec's own action, with the parameters the
+\* line names.  Receives first require the logged message to be in flight.
+
+IsRestart(e)            == Restart(e.node)
+IsTimeout(e)            == Timeout(e.node)
+IsRequestVote(e)        == RequestVote(e.node, e.msg.dst)
+IsBecomeLeader(e)       == BecomeLeader(e.node)
+IsClientRequest(e)      == ClientRequest(e.node, TheValue)
+IsChangeMembership(e)   == \E s \in Server : ChangeMembership(e.node, s)
+IsAdvanceCommitIndex(e) == AdvanceCommitIndex(e.node)
+IsAppendEntries(e)      == AppendEntries(e.node, e.msg.dst)
+IsSendSnapshot(e)       == SendSnapshot(e.node, e.msg.dst)
+IsSnapshot(e)           == Snapshot(e.node)
+IsUpdateTerm(e)         == InFlight(e) /\ UpdateTerm(e.node, SpecMsg(e.msg))
+IsHandleRequestVoteRequest(e) ==
+    InFlight(e) /\ HandleRequestVoteRequest(e.node, SpecMsg(e.msg))
+IsHandleRequestVoteResponse(e) ==
+    InFlight(e) /\ HandleRequestVoteResponse(e.node, SpecMsg(e.msg))
+IsHandleAppendEntriesRequest(e) ==
+    InFlight(e) /\ HandleAppendEntriesRequest(e.node, SpecMsg(e.msg))
+IsHandleAppendEntriesResponse(e) ==
+    InFlight(e) /\ HandleAppendEntriesResponse(e.node, SpecMsg(e.msg))
+IsHandleInstallSnapshotRequest(e) ==
+    InFlight(e) /\ HandleInstallSnapshotRequest(e.node, SpecMsg(e.msg))
+IsHandleInstallSnapshotResponse(e) ==
+    InFlight(e) /\ HandleInstallSnapshotResponse(e.node, SpecMsg(e.msg))
+IsDropStaleMessage(e)   == InFlight(e) /\ DropStaleMessage(e.node, SpecMsg(e.msg))
+IsDropMessage(e)        == InFlight(e) /\ DropMessage(SpecMsg(e.msg))
+IsDuplicateMessage(e)   == InFlight(e) /\ DuplicateMessage(SpecMsg(e.msg))
+
+\* The spec action a line names (unconstrained by the line's state).
+SpecStep(e) ==
+    CASE e.action = "Restart"                       -> IsRestart(e)
+    []   e.action = "Timeout"                       -> IsTimeout(e)
+    []   e.action = "RequestVote"                   -> IsRequestVote(e)
+    []   e.action = "BecomeLeader"                  -> IsBecomeLeader(e)
+    []   e.action = "ClientRequest"                 -> IsClientRequest(e)
+    []   e.action = "ChangeMembership"              -> IsChangeMembership(e)
+    []   e.action = "AdvanceCommitIndex"            -> IsAdvanceCommitIndex(e)
+    []   e.action = "AppendEntries"                 -> IsAppendEntries(e)
+    []   e.action = "SendSnapshot"                  -> IsSendSnapshot(e)
+    []   e.action = "Snapshot"                      -> IsSnapshot(e)
+    []   e.action = "UpdateTerm"                    -> IsUpdateTerm(e)
+    []   e.action = "HandleRequestVoteRequest"      -> IsHandleRequestVoteRequest(e)
+    []   e.action = "HandleRequestVoteResponse"     -> IsHandleRequestVoteResponse(e)
+    []   e.action = "HandleAppendEntriesRequest"    -> IsHandleAppendEntriesRequest(e)
+    []   e.action = "HandleAppendEntriesResponse"   -> IsHandleAppendEntriesResponse(e)
+    []   e.action = "HandleInstallSnapshotRequest"  -> IsHandleInstallSnapshotRequest(e)
+    []   e.action = "HandleInstallSnapshotResponse" -> IsHandleInstallSnapshotResponse(e)
+    []   e.action = "DropStaleMessage"              -> IsDropStaleMessage(e)
+    []   e.action = "DropMessage"                   -> IsDropMessage(e)
+    []   e.action = "DuplicateMessage"              -> IsDuplicateMessage(e)
+
+\* LastIndex, LastTerm and Config of server i in the successor state.  Written
+\* over primed variables: priming `LastIndex(e.node)` would also prime e,
+\* i.e. the trace line, which is read from the variables t and l.
+LastIndexAfter(i) == snapshotIndex'[i] + Len(log'[i])
+LastTermAfter(i) == IF Len(log'[i]) > 0 THEN log'[i][Len(log'[i])].term
+                    ELSE snapshotTerm'[i]
+ConfigAfter(i) ==
+    LET ps == {p \in 1..Len(log'[i]) : log'[i][p].kind = "config"}
+    IN  IF ps = {} THEN snapshotConfig'[i] ELSE log'[i][Max(ps)].value
+
+\* Per observed variable, whether the step just taken produced what the line
+\* says (evaluated with the successor state bound).
+ObservedOK(e) ==
+    LET i == e.node
+        s == e.state
+    IN  [term           |-> currentTerm'[i] = s.term,
+         role           |-> state'[i] = s.role,
+         voted_for      |-> votedFor'[i] = VotedFor(s.voted_for),
+         commit_index   |-> commitIndex'[i] = s.commit_index,
+         last_index     |-> LastIndexAfter(i) = s.last_index,
+         last_term      |-> LastTermAfter(i) = s.last_term,
+         snapshot_index |-> snapshotIndex'[i] = s.snapshot_index,
+         snapshot_term  |-> snapshotTerm'[i] = s.snapshot_term,
+         config         |-> ConfigAfter(i) = s.config]
+
+\* A send line must add exactly the logged message to the bag.
+SentOK(e) ==
+    e.action \in SendActions => messages' = WithMessage(SpecMsg(e.msg), messages)
+
+\* The line's observations hold after the step.
+Matches(e) ==
+    /\ SentOK(e)
+    /\ e.action \notin NetworkActions =>
+          LET ok == ObservedOK(e) IN \A f \in DOMAIN ok : ok[f]
+
+\* The names of the observations the step did not produce ("" where it did).
+Mismatches(e) ==
+    LET ok == IF e.action \in NetworkActions THEN [none |-> TRUE]
+              ELSE ObservedOK(e)
+        names == <<"term", "role", "voted_for", "commit_index", "last_index",
+                   "last_term", "snapshot_index", "snapshot_term", "config">>
+    IN  [k \in 1..Len(names) |->
+            IF names[k] \in DOMAIN ok /\ ~ok[names[k]] THEN names[k] ELSE ""]
+        \o <<IF SentOK(e) THEN "" ELSE "msg">>
+
+----
+TraceInit ==
+    /\ Init
+    /\ t \in 1..Len(TraceLogs)
+    /\ l = 1
+
+\* Line l of trace t is a step of the spec.
+TraceStep ==
+    /\ l <= Len(TraceLog)
+    /\ SpecStep(TraceLog[l])
+    /\ Matches(TraceLog[l])
+    /\ l' = l + 1
+    /\ UNCHANGED t
+
+\* Diagnosis of a stuck line (only when TraceStuckAt[t] = l): print what the
+\* spec's action could produce and which observations it missed, and
+\* whether the line's message was in flight.  Never yields a successor.
+Diagnose ==
+    /\ TraceStuckAt[t] = l
+    /\ l <= Len(TraceLog)
+    /\ LET e == TraceLog[l] IN
+       \/ /\ e.action \in ReceiveActions \cup NetworkActions
+          /\ ~InFlight(e)
+          /\ PrintT(<<"disabled", t, l, "its message is not in flight to the node">>)
+          /\ FALSE
+       \/ /\ SpecStep(e)
+          /\ PrintT(<<"diag", t, l, Mismatches(e)>>)
+          /\ FALSE
+
+TraceNext == TraceStep \/ Diagnose
+
+TraceSpec == TraceInit /\ [][TraceNext]_<<vars, traceVars>>
+
+----
+\* Acceptance, read by checker/conformance.py.
+
+\* Single trace: violated (TLC exit code 12) iff the whole trace matched.
+NotAccepted == l <= Len(TraceLog)
+
+\* Batches: print the furthest line reached per trace, and each accepted trace.
+Progress ==
+    IF l > TLCGet(t)
+    THEN TLCSet(t, l) /\ PrintT(<<"reached", t, l>>)
+    ELSE TRUE
+
+AcceptedReport == l <= Len(TraceLog) \/ PrintT(<<"accepted", t>>)
+
+=============================================================================
