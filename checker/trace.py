@@ -6,8 +6,9 @@ is in `specs/README.md`). The header is an object with a single key `header`:
     {"header": {"version": 1, "protocol": "raft", "nodes": [1, 2, 3], "config": [1, 2, 3],
                 "seed": 7, "faults": {...}, "mox_version": "0.1.0"}}
 
-`nodes` are the servers of the run, `config` the initial configuration. Without a header
-both default to every node id that appears in the trace.
+`nodes` are the servers of the run, `config` the initial configuration. Without them (or
+without a header) both default to every node id that appears in the trace, which is wrong
+for a run that adds a server later: simulators should write both.
 
 Validation is strict about what the checker reads (types, ranges, enumerations) and lenient
 about extra keys (a core may log more than the spec needs). A malformed line is a
@@ -343,11 +344,10 @@ def _parse_header(c: _Checker, body: Any) -> TraceHeader:
     protocol = header.get("protocol", "raft")
     if protocol != "raft":
         raise c.fail("header.protocol", f"only raft traces are checked, got {protocol!r}")
-    nodes = c.nodes(c.get(header, "nodes", "header."), "header.nodes")
-    if not nodes:
-        raise c.fail("header.nodes", "at least one node is needed")
+    # nodes/config may be left out: they are then inferred from the events (parse_trace).
+    nodes = c.nodes(header.get("nodes", []), "header.nodes")
     config = c.nodes(header.get("config", list(nodes)), "header.config")
-    if not set(config) <= set(nodes):
+    if nodes and not set(config) <= set(nodes):
         raise c.fail("header.config", f"{list(config)} is not a subset of nodes {list(nodes)}")
     seed = header.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -403,15 +403,20 @@ def parse_trace(text: str | bytes, path: str) -> Trace:
             header = _parse_header(c, line["header"])
             continue
         event = _parse_event(c, line)
-        if header is not None:
+        if header is not None and header.nodes:
             _check_known_nodes(c, event, header)
         events.append(event)
+    if not events:
+        raise TraceFormatError(path, max(len(lines), 1), "", "the trace has no events")
     has_header = header is not None
     if header is None:
         nodes = _nodes_seen(events)
         header = TraceHeader(version=TRACE_FORMAT_VERSION, protocol="raft", nodes=nodes, config=nodes)
-    if not events:
-        raise TraceFormatError(path, max(len(lines), 1), "", "the trace has no events")
+    elif not header.nodes:
+        nodes = _nodes_seen(events)
+        header = attrs.evolve(header, nodes=nodes, config=header.config or nodes)
+    if not set(header.config) <= set(header.nodes):
+        raise TraceFormatError(path, 1, "header.config", "names a node that never appears in the trace")
     return Trace(path=path, header=header, events=tuple(events), has_header=has_header)
 
 
