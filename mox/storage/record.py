@@ -1,0 +1,187 @@
+"""On-disk formats of the WAL: the segment header and the record header.
+
+Segment file `wal/<first_seq:020d>.seg`, preallocated to the segment size:
+
+    [0, 4096)   segment header (one page; the fields fit in its first sector)
+    [4096, ..)  records, packed back to back; zeros after the last one
+
+Segment header (little-endian):
+    magic 8s "MOXWAL\\0\\0" | version u32 | flags u32 | node_id u64 | first_seq u64 |
+    segment_size u64 | parent u64 | cluster_id 64s (utf-8, zero padded) | checksum u64
+`flags & FLAG_LOG_START`: this segment starts a fresh log (after `reset`); every segment
+before it is obsolete. `parent` is the checksum of record `first_seq - 1` (0 at a log start),
+which chains segments the way `parent` chains records.
+
+Record header (48 bytes, little-endian), then `length` body bytes:
+    magic u32 | length u32 | seq u64 | batch_first_seq u64 | parent u64 |
+    type u16 | flags u16 | reserved u32 | checksum u64
+`checksum` is xxh3_64 over the 40 header bytes before it plus the body. `parent` is the
+checksum of the previous record, so stale records from before a truncation never chain onto
+the live log. `batch_first_seq` is the first sequence number of the group-commit flush the
+record was written in: recovery uses it to tell a torn final flush (the damaged record and
+every valid record after it belong to one unsynced flush) from corruption of a record that
+was already durable (a later flush's record survives after it).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+import xxhash
+
+__all__ = [
+    "FLAG_LOG_START",
+    "RECORD_HEADER_SIZE_BYTES",
+    "RECORD_MAGIC",
+    "SEGMENT_HEADER_SIZE_BYTES",
+    "SEGMENT_MAGIC",
+    "WAL_FORMAT_VERSION",
+    "Record",
+    "RecordHeader",
+    "SegmentHeader",
+    "decode_record_header",
+    "decode_segment_header",
+    "encode_record",
+    "encode_segment_header",
+    "record_checksum",
+]
+
+WAL_FORMAT_VERSION = 1
+SEGMENT_MAGIC = b"MOXWAL\x00\x00"
+SEGMENT_HEADER_SIZE_BYTES = 4096
+FLAG_LOG_START = 1
+CLUSTER_ID_SIZE_BYTES = 64
+
+RECORD_MAGIC = 0x52584F4D  # "MOXR" little-endian
+RECORD_MAGIC_BYTES = struct.pack("<I", RECORD_MAGIC)
+
+_SEGMENT = struct.Struct("<8sIIQQQQ64s")
+_SEGMENT_CHECKSUM = struct.Struct("<Q")
+_SEGMENT_FIELDS_SIZE = _SEGMENT.size + _SEGMENT_CHECKSUM.size
+assert _SEGMENT_FIELDS_SIZE <= 512, "the segment header must fit in one sector"
+
+_RECORD = struct.Struct("<IIQQQHHI")
+_RECORD_CHECKSUM = struct.Struct("<Q")
+RECORD_HEADER_SIZE_BYTES = _RECORD.size + _RECORD_CHECKSUM.size
+assert RECORD_HEADER_SIZE_BYTES == 48
+
+
+class Record(msgspec.Struct, frozen=True, array_like=True):
+    """One verified WAL record: its sequence number, type and opaque body."""
+
+    seq: int
+    rtype: int
+    body: bytes
+
+
+class RecordHeader(msgspec.Struct, frozen=True):
+    length: int
+    seq: int
+    batch_first_seq: int
+    parent: int
+    rtype: int
+    checksum: int
+
+
+class SegmentHeader(msgspec.Struct, frozen=True):
+    version: int
+    flags: int
+    node_id: int
+    first_seq: int
+    segment_size_bytes: int
+    parent: int
+    cluster_id: str
+
+    @property
+    def log_start(self) -> bool:
+        return bool(self.flags & FLAG_LOG_START)
+
+
+def encode_segment_header(header: SegmentHeader) -> bytes:
+    """The header padded to SEGMENT_HEADER_SIZE_BYTES."""
+    cluster = header.cluster_id.encode()
+    assert len(cluster) <= CLUSTER_ID_SIZE_BYTES
+    assert header.first_seq >= 1
+    fields = _SEGMENT.pack(
+        SEGMENT_MAGIC,
+        header.version,
+        header.flags,
+        header.node_id,
+        header.first_seq,
+        header.segment_size_bytes,
+        header.parent,
+        cluster,
+    )
+    checksum = xxhash.xxh3_64_intdigest(fields)
+    data = fields + _SEGMENT_CHECKSUM.pack(checksum)
+    return data + bytes(SEGMENT_HEADER_SIZE_BYTES - len(data))
+
+
+def decode_segment_header(data: bytes) -> SegmentHeader | str:
+    """The header, or a string saying what is wrong with it ("magic", "version", ...)."""
+    if len(data) < _SEGMENT_FIELDS_SIZE:
+        return f"file too short for a segment header ({len(data)} bytes)"
+    fields = data[: _SEGMENT.size]
+    magic, version, flags, node_id, first_seq, size, parent, cluster = _SEGMENT.unpack(fields)
+    if magic != SEGMENT_MAGIC:
+        return f"not a Mox WAL segment (magic {magic!r})"
+    (checksum,) = _SEGMENT_CHECKSUM.unpack_from(data, _SEGMENT.size)
+    if checksum != xxhash.xxh3_64_intdigest(fields):
+        return "segment header checksum mismatch"
+    if version != WAL_FORMAT_VERSION:
+        return f"unsupported WAL format version {version} (this build reads {WAL_FORMAT_VERSION})"
+    return SegmentHeader(
+        version=version,
+        flags=flags,
+        node_id=node_id,
+        first_seq=first_seq,
+        segment_size_bytes=size,
+        parent=parent,
+        cluster_id=cluster.rstrip(b"\x00").decode(errors="replace"),
+    )
+
+
+def record_checksum(header_fields: bytes | memoryview, body: bytes | memoryview) -> int:
+    hasher = xxhash.xxh3_64(header_fields)
+    hasher.update(body)
+    return hasher.intdigest()
+
+
+def encode_record(
+    seq: int, rtype: int, body: bytes, batch_first_seq: int, parent: int
+) -> tuple[bytes, int]:
+    """The record's bytes and its checksum (the next record's parent)."""
+    assert seq >= 1
+    assert 1 <= batch_first_seq <= seq
+    assert 0 <= rtype < 2**16
+    fields = _RECORD.pack(RECORD_MAGIC, len(body), seq, batch_first_seq, parent, rtype, 0, 0)
+    checksum = record_checksum(fields, body)
+    return fields + _RECORD_CHECKSUM.pack(checksum) + body, checksum
+
+
+def decode_record_header(data: bytes | memoryview, offset: int, limit: int) -> RecordHeader | None:
+    """The record at `offset` if it is whole (before `limit`) and its checksum matches."""
+    end_header = offset + RECORD_HEADER_SIZE_BYTES
+    if end_header > limit:
+        return None
+    magic, length, seq, batch_first_seq, parent, rtype, flags, _reserved = _RECORD.unpack_from(
+        data, offset
+    )
+    if magic != RECORD_MAGIC or flags != 0:
+        return None
+    end = end_header + length
+    if end > limit or seq < 1 or not 1 <= batch_first_seq <= seq:
+        return None
+    (checksum,) = _RECORD_CHECKSUM.unpack_from(data, offset + _RECORD.size)
+    view = memoryview(data)
+    if checksum != record_checksum(view[offset : offset + _RECORD.size], view[end_header:end]):
+        return None
+    return RecordHeader(
+        length=length,
+        seq=seq,
+        batch_first_seq=batch_first_seq,
+        parent=parent,
+        rtype=rtype,
+        checksum=checksum,
+    )

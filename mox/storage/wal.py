@@ -1,0 +1,593 @@
+"""The write-ahead log: segmented, preallocated, checksummed, group-committed.
+
+Theory of operation.
+
+* Records get contiguous sequence numbers (Raft uses them as log indexes). `append` only
+  queues a record; `commit` makes everything queued durable with one `write_sync` per segment
+  touched, and concurrent committers share that flush (group commit). At most one flush is
+  in flight, so a crash can tear only the last flush.
+* Segments are `wal/<first_seq:020d>.seg`. A segment is created under a `.tmp` name, its
+  header synced, then renamed and the directory synced: a `.seg` name never points at a
+  header that is not durable. A segment is rolled only after the previous one's records are
+  durable, so every segment but the last is complete.
+* A segment's records end where the next segment starts: `truncate_suffix(seq)` with `seq`
+  inside a segment writes nothing into it; it starts a new segment at `seq`, which fences off
+  the old records after it. Records chain by checksum (`parent`), so stale bytes never join
+  the live log.
+* Recovery verifies every record. In the last segment, a bad record is a torn tail if every
+  valid record after it belongs to the same flush (`batch_first_seq`); the tail is then
+  zeroed durably. A valid record of a later flush after it, a bad record in an earlier
+  segment, or a broken chain is corruption: CorruptionError(path, offset).
+* A bad read is re-read (a flipped bit on the bus or in a cache is transient); bytes that
+  still fail raise CorruptionError. Nothing unverified is ever returned.
+
+Known limit: a record damaged at rest in the final flush is indistinguishable from a torn
+write of that flush and is truncated like one (the replica then re-fetches it from its peers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import re
+from array import array
+
+from mox.errors import CorruptionError, DataDirError, FormatError
+from mox.io.interfaces import File, FileSystem
+from mox.storage.record import (
+    FLAG_LOG_START,
+    RECORD_HEADER_SIZE_BYTES,
+    RECORD_MAGIC_BYTES,
+    SEGMENT_HEADER_SIZE_BYTES,
+    WAL_FORMAT_VERSION,
+    Record,
+    SegmentHeader,
+    decode_record_header,
+    decode_segment_header,
+    encode_record,
+    encode_segment_header,
+)
+
+__all__ = ["WAL_DIR", "Wal"]
+
+WAL_DIR = "wal"
+READ_ATTEMPTS = 3
+SEGMENT_SIZE_BYTES_MIN = SEGMENT_HEADER_SIZE_BYTES + RECORD_HEADER_SIZE_BYTES + 1
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
+
+
+def _segment_name(first_seq: int) -> str:
+    return f"{WAL_DIR}/{first_seq:020d}.seg"
+
+
+class _Segment:
+    """One open segment and the in-memory index of its live records."""
+
+    __slots__ = (
+        "checksums",
+        "file",
+        "first_seq",
+        "header",
+        "offsets",
+        "size_bytes",
+        "write_offset",
+    )
+
+    def __init__(self, file: File, header: SegmentHeader) -> None:
+        self.file = file
+        self.header = header
+        self.first_seq = header.first_seq
+        self.size_bytes = header.segment_size_bytes
+        self.offsets = array("Q")  # record start offset, by seq - first_seq
+        self.checksums = array("Q")  # record checksum, by seq - first_seq
+        self.write_offset = SEGMENT_HEADER_SIZE_BYTES  # end of the last live record
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.offsets) - 1
+
+    def end_of(self, seq: int) -> int:
+        index = seq - self.first_seq
+        assert 0 <= index < len(self.offsets)
+        return self.offsets[index + 1] if index + 1 < len(self.offsets) else self.write_offset
+
+    def checksum_before(self, seq: int) -> int:
+        """The checksum of record seq - 1 (the header's parent for the first record)."""
+        index = seq - 1 - self.first_seq
+        assert -1 <= index < len(self.checksums)
+        return self.header.parent if index < 0 else self.checksums[index]
+
+    def trim(self, seq: int) -> None:
+        """Forget records >= seq (they stay on disk, fenced off by the next segment)."""
+        index = seq - self.first_seq
+        assert 0 <= index <= len(self.offsets)
+        if index < len(self.offsets):
+            self.write_offset = self.offsets[index]
+            del self.offsets[index:]
+            del self.checksums[index:]
+
+
+class Wal:
+    """A node's write-ahead log. Build it with `await Wal.open(...)`."""
+
+    def __init__(
+        self, fs: FileSystem, *, segment_size_bytes: int, cluster_id: str, node_id: int
+    ) -> None:
+        if segment_size_bytes < SEGMENT_SIZE_BYTES_MIN:
+            raise ValueError(
+                f"segment_size_bytes must be at least {SEGMENT_SIZE_BYTES_MIN}, "
+                f"got {segment_size_bytes}"
+            )
+        if not cluster_id or len(cluster_id.encode()) > 64:
+            raise ValueError(f"cluster_id must be 1..64 bytes of utf-8, got {cluster_id!r}")
+        assert node_id >= 0
+        self._fs = fs
+        self._segment_size_bytes = segment_size_bytes
+        self._cluster_id = cluster_id
+        self._node_id = node_id
+        self._segments: list[_Segment] = []
+        self._segment_firsts: list[int] = []  # first_seq of each segment, for bisect
+        self._next_seq = 1
+        self._durable_seq = 0
+        self._tail_checksum = 0
+        # Queued and in-flight records: (seq, rtype, body), seqs durable_seq+1 .. next_seq-1.
+        self._pending: list[tuple[int, int, bytes]] = []
+        self._lock = asyncio.Lock()
+        self._flush_task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self.flush_count = 0  # flushes that wrote records (for benchmarks and tests)
+        self.torn_tail_bytes_zeroed = 0  # bytes zeroed by the last recovery
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest readable sequence number (== next seq when the log is empty)."""
+        return self._segments[0].first_seq if self._segments else self._next_seq
+
+    @property
+    def last_seq(self) -> int:
+        """The newest appended sequence number (durable or not); first_seq - 1 if empty."""
+        return self._next_seq - 1
+
+    @property
+    def durable_seq(self) -> int:
+        """The newest sequence number that is on stable storage."""
+        return self._durable_seq
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    @property
+    def max_body_size_bytes(self) -> int:
+        return self._segment_size_bytes - SEGMENT_HEADER_SIZE_BYTES - RECORD_HEADER_SIZE_BYTES
+
+    # -- open and recover -------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, fs: FileSystem, *, segment_size_bytes: int, cluster_id: str, node_id: int
+    ) -> Wal:
+        """Open (creating if absent) the WAL under `fs`, verify it, repair a torn tail.
+
+        Raises DataDirError if it belongs to another node or cluster, FormatError for
+        a file that is not a WAL segment of this version, CorruptionError for damage that
+        is not a torn tail.
+        """
+        wal = cls(fs, segment_size_bytes=segment_size_bytes, cluster_id=cluster_id, node_id=node_id)
+        await wal._recover()
+        return wal
+
+    async def _recover(self) -> None:
+        fs = self._fs
+        fs.mkdir(WAL_DIR)
+        names: list[tuple[int, str]] = []
+        removed = False
+        for entry in fs.listdir(WAL_DIR):
+            if entry.endswith(".tmp"):
+                # A segment whose creation never finished: its header may not be durable.
+                fs.remove(f"{WAL_DIR}/{entry}")
+                removed = True
+                continue
+            match = _SEGMENT_NAME.match(entry)
+            if match:
+                names.append((int(match.group(1)), f"{WAL_DIR}/{entry}"))
+        if removed:
+            await fs.sync_dir(WAL_DIR)
+        names.sort()
+        if not names:
+            await self._start_log(1)
+            return
+        segments = [self._open_segment(first_seq, name) for first_seq, name in names]
+        # Everything before the newest log start is obsolete (a reset that did not finish).
+        starts = [i for i, segment in enumerate(segments) if segment.header.log_start]
+        if starts and starts[-1] > 0:
+            for segment in segments[: starts[-1]]:
+                segment.file.close()
+                fs.remove(_segment_name(segment.first_seq))
+            await fs.sync_dir(WAL_DIR)
+            segments = segments[starts[-1] :]
+        for index, segment in enumerate(segments):
+            is_last = index == len(segments) - 1
+            limit_seq = None if is_last else segments[index + 1].first_seq
+            await self._scan(segment, limit_seq)
+            if not is_last:
+                following = segments[index + 1]
+                if following.header.parent != segment.checksum_before(following.first_seq):
+                    raise CorruptionError(
+                        following.file.path,
+                        0,
+                        f"segment does not chain onto record {following.first_seq - 1}",
+                    )
+        self._segments = segments
+        self._segment_firsts = [segment.first_seq for segment in segments]
+        last = segments[-1]
+        self._next_seq = last.last_seq + 1
+        self._durable_seq = last.last_seq
+        self._tail_checksum = last.checksum_before(self._next_seq)
+        self._check_invariants()
+
+    def _open_segment(self, first_seq: int, name: str) -> _Segment:
+        file = self._fs.open(name)
+        header: SegmentHeader | str = "unread"
+        for _attempt in range(READ_ATTEMPTS):
+            header = decode_segment_header(file.pread(0, SEGMENT_HEADER_SIZE_BYTES))
+            if not isinstance(header, str):
+                break
+            if "magic" in header or "version" in header or "too short" in header:
+                file.close()
+                raise FormatError(file.path, header)
+        if isinstance(header, str):
+            file.close()
+            raise CorruptionError(file.path, 0, header)
+        if header.cluster_id != self._cluster_id or header.node_id != self._node_id:
+            file.close()
+            raise DataDirError(
+                self._fs.root,
+                f"{file.path} belongs to node {header.node_id} of cluster "
+                f"{header.cluster_id!r}, not node {self._node_id} of cluster {self._cluster_id!r}",
+            )
+        if header.first_seq != first_seq:
+            file.close()
+            raise CorruptionError(
+                file.path, 0, f"header says first seq {header.first_seq}, name says {first_seq}"
+            )
+        if header.segment_size_bytes < SEGMENT_SIZE_BYTES_MIN:
+            file.close()
+            raise CorruptionError(file.path, 0, f"segment size {header.segment_size_bytes}")
+        return _Segment(file, header)
+
+    async def _scan(self, segment: _Segment, limit_seq: int | None) -> None:
+        """Index the segment's records; repair a torn tail (last segment only)."""
+        verdict = ""
+        bad_offset = 0
+        for _attempt in range(READ_ATTEMPTS):
+            data = segment.file.pread(0, segment.size_bytes)
+            verdict, bad_offset = self._scan_bytes(segment, data, limit_seq)
+            if verdict == "clean":
+                return
+        path = segment.file.path
+        if verdict == "corrupt" or limit_seq is not None:
+            expected = segment.last_seq + 1
+            raise CorruptionError(path, bad_offset, f"record {expected} failed verification")
+        assert verdict.startswith("torn:")
+        # Zero the torn flush so that its leftovers can never be mistaken for records.
+        end = int(verdict[len("torn:") :])
+        assert end > bad_offset
+        await segment.file.write_sync([(bad_offset, bytes(end - bad_offset))])
+        self.torn_tail_bytes_zeroed = end - bad_offset
+
+    def _scan_bytes(self, segment: _Segment, data: bytes, limit_seq: int | None) -> tuple[str, int]:
+        """("clean", end) | ("torn:<end of garbage>", bad offset) | ("corrupt", bad offset)."""
+        segment.offsets = array("Q")
+        segment.checksums = array("Q")
+        size = len(data)
+        offset = SEGMENT_HEADER_SIZE_BYTES
+        seq = segment.first_seq
+        parent = segment.header.parent
+        while limit_seq is None or seq < limit_seq:
+            header = decode_record_header(data, offset, size)
+            if header is None or header.seq != seq or header.parent != parent:
+                break
+            segment.offsets.append(offset)
+            segment.checksums.append(header.checksum)
+            parent = header.checksum
+            offset += RECORD_HEADER_SIZE_BYTES + header.length
+            seq += 1
+        segment.write_offset = offset
+        if limit_seq is not None:
+            return ("clean" if seq == limit_seq else "corrupt"), offset
+        garbage_end = len(data.rstrip(b"\x00"))
+        if garbage_end <= offset:
+            return "clean", offset
+        # Something follows the last good record. A valid record from a later flush proves
+        # the bad record was durable before (corruption); otherwise it is a torn flush.
+        position = data.find(RECORD_MAGIC_BYTES, offset + 1, garbage_end)
+        while position != -1:
+            candidate = decode_record_header(data, position, size)
+            if candidate is not None and (candidate.seq < seq or candidate.batch_first_seq > seq):
+                return "corrupt", offset
+            position = data.find(RECORD_MAGIC_BYTES, position + 1, garbage_end)
+        return f"torn:{garbage_end}", offset
+
+    async def _create_segment(self, first_seq: int, parent: int, *, log_start: bool) -> _Segment:
+        """Create a segment durably: header synced under a .tmp name, renamed, dir synced."""
+        header = SegmentHeader(
+            version=WAL_FORMAT_VERSION,
+            flags=FLAG_LOG_START if log_start else 0,
+            node_id=self._node_id,
+            first_seq=first_seq,
+            segment_size_bytes=self._segment_size_bytes,
+            parent=parent,
+            cluster_id=self._cluster_id,
+        )
+        name = _segment_name(first_seq)
+        tmp = name + ".tmp"
+        if self._fs.exists(tmp):
+            self._fs.remove(tmp)
+        file = self._fs.open(tmp, create=True)
+        file.truncate(0)
+        file.allocate(self._segment_size_bytes)
+        await file.write_sync([(0, encode_segment_header(header))])
+        file.close()
+        self._fs.rename(tmp, name)
+        await self._fs.sync_dir(WAL_DIR)
+        return _Segment(self._fs.open(name), header)
+
+    async def _start_log(self, next_seq: int) -> None:
+        segment = await self._create_segment(next_seq, 0, log_start=True)
+        self._segments = [segment]
+        self._segment_firsts = [next_seq]
+        self._next_seq = next_seq
+        self._durable_seq = next_seq - 1
+        self._tail_checksum = 0
+        self._check_invariants()
+
+    # -- append and group commit -------------------------------------------------------
+
+    def append(self, rtype: int, body: bytes) -> int:
+        """Queue a record; return its sequence number. Durable after `commit` covers it."""
+        self._check_usable()
+        if not 0 <= rtype < 2**16:
+            raise ValueError(f"record type must be in [0, 65535], got {rtype}")
+        if len(body) > self.max_body_size_bytes:
+            raise ValueError(
+                f"record body of {len(body)} bytes exceeds the segment's room of "
+                f"{self.max_body_size_bytes} bytes (raise wal_segment_size)"
+            )
+        seq = self._next_seq
+        self._pending.append((seq, rtype, bytes(body)))
+        self._next_seq = seq + 1
+        assert self._pending[-1][0] == self._next_seq - 1
+        return seq
+
+    async def commit(self, seq: int | None = None) -> None:
+        """Return once every record up to `seq` (default: all appended) is durable.
+
+        Callers that arrive while a flush runs wait for it and share the next one.
+        """
+        target = self._next_seq - 1 if seq is None else seq
+        while self._durable_seq < target:
+            self._check_usable()
+            if target >= self._next_seq:
+                return  # truncated away while we waited: nothing left to make durable
+            if self._flush_task is None or self._flush_task.done():
+                self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+            await asyncio.shield(self._flush_task)
+        assert self._durable_seq >= target
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            self._check_usable()
+            if not self._pending:
+                return
+            try:
+                await self._write_pending(len(self._pending))
+            except BaseException as exc:
+                # After a failed fdatasync the page cache state is unknown: stop using the WAL.
+                self._failure = exc
+                raise
+
+    async def _write_pending(self, count: int) -> None:
+        batch = self._pending[:count]
+        batch_first_seq = batch[0][0]
+        assert batch_first_seq == self._durable_seq + 1
+        segment = self._segments[-1]
+        parent = self._tail_checksum
+        chunks: list[bytes] = []
+        offsets: list[int] = []
+        checksums: list[int] = []
+        start = offset = segment.write_offset
+        for seq, rtype, body in batch:
+            size_bytes = RECORD_HEADER_SIZE_BYTES + len(body)
+            if offset + size_bytes > segment.size_bytes:
+                await self._write_chunk(segment, start, chunks, offsets, checksums)
+                segment = await self._create_segment(seq, parent, log_start=False)
+                self._segments.append(segment)
+                self._segment_firsts.append(seq)
+                chunks, offsets, checksums = [], [], []
+                start = offset = SEGMENT_HEADER_SIZE_BYTES
+            data, checksum = encode_record(seq, rtype, body, batch_first_seq, parent)
+            chunks.append(data)
+            offsets.append(offset)
+            checksums.append(checksum)
+            parent = checksum
+            offset += size_bytes
+        await self._write_chunk(segment, start, chunks, offsets, checksums)
+        del self._pending[:count]
+        self.flush_count += 1
+        assert self._durable_seq == batch[-1][0]
+        self._check_invariants()
+
+    async def _write_chunk(
+        self,
+        segment: _Segment,
+        start: int,
+        chunks: list[bytes],
+        offsets: list[int],
+        checksums: list[int],
+    ) -> None:
+        if not chunks:
+            return
+        assert start == segment.write_offset
+        data = b"".join(chunks)
+        await segment.file.write_sync([(start, data)])
+        segment.offsets.extend(offsets)
+        segment.checksums.extend(checksums)
+        segment.write_offset = start + len(data)
+        self._durable_seq = segment.last_seq
+        self._tail_checksum = checksums[-1]
+
+    # -- read --------------------------------------------------------------------------
+
+    def read(self, first_seq: int, last_seq: int) -> list[Record]:
+        """Records first_seq..last_seq inclusive, each verified against its checksum."""
+        self._check_usable()
+        if first_seq > last_seq:
+            return []
+        if first_seq < self.first_seq or last_seq > self.last_seq:
+            raise ValueError(
+                f"read({first_seq}, {last_seq}) outside the log [{self.first_seq}, {self.last_seq}]"
+            )
+        records: list[Record] = []
+        seq = first_seq
+        while seq <= min(last_seq, self._durable_seq):
+            segment = self._segments[bisect.bisect_right(self._segment_firsts, seq) - 1]
+            high = min(last_seq, self._durable_seq, segment.last_seq)
+            records.extend(self._read_segment(segment, seq, high))
+            seq = high + 1
+        if seq <= last_seq:
+            base = self._pending[0][0]
+            for item in self._pending[seq - base : last_seq - base + 1]:
+                records.append(Record(seq=item[0], rtype=item[1], body=item[2]))
+        assert len(records) == last_seq - first_seq + 1
+        assert records[0].seq == first_seq
+        return records
+
+    def _read_segment(self, segment: _Segment, first_seq: int, last_seq: int) -> list[Record]:
+        assert segment.first_seq <= first_seq <= last_seq <= segment.last_seq
+        start = segment.offsets[first_seq - segment.first_seq]
+        end = segment.end_of(last_seq)
+        bad_offset = start
+        for _attempt in range(READ_ATTEMPTS):
+            data = segment.file.pread(start, end - start)
+            records: list[Record] = []
+            offset = 0
+            for seq in range(first_seq, last_seq + 1):
+                header = decode_record_header(data, offset, len(data))
+                if header is None or header.checksum != segment.checksums[seq - segment.first_seq]:
+                    bad_offset = start + offset
+                    break
+                body_start = offset + RECORD_HEADER_SIZE_BYTES
+                body = data[body_start : body_start + header.length]
+                records.append(Record(seq=seq, rtype=header.rtype, body=body))
+                offset = body_start + header.length
+            else:
+                return records
+        raise CorruptionError(segment.file.path, bad_offset, "record failed verification on read")
+
+    # -- truncation, compaction, reset ------------------------------------------------
+
+    async def truncate_suffix(self, seq: int) -> None:
+        """Drop every record >= seq, durably. The next append gets `seq`."""
+        self._check_usable()
+        if seq < self.first_seq:
+            raise ValueError(
+                f"truncate_suffix({seq}) is before the log's first seq {self.first_seq}"
+            )
+        async with self._lock:
+            self._check_usable()
+            if seq >= self._next_seq:
+                return
+            if seq > self._durable_seq:
+                del self._pending[seq - self._durable_seq - 1 :]
+                self._next_seq = seq
+                return
+            self._pending.clear()
+            if seq == self._segments[0].first_seq:
+                await self._replace_log(seq)
+                return
+            # Whole segments at or after seq go, newest first (a crash keeps a prefix).
+            doomed = [s for s in self._segments if s.first_seq >= seq]
+            for segment in reversed(doomed):
+                segment.file.close()
+                self._fs.remove(_segment_name(segment.first_seq))
+            if doomed:
+                await self._fs.sync_dir(WAL_DIR)
+            self._segments = self._segments[: len(self._segments) - len(doomed)]
+            self._segment_firsts = [s.first_seq for s in self._segments]
+            owner = self._segments[-1]
+            owner.trim(seq)
+            parent = owner.checksum_before(seq)
+            self._next_seq = seq
+            self._durable_seq = seq - 1
+            self._tail_checksum = parent
+            # Fence: a new segment starting at seq hides the records after it on disk
+            # (always, even at a segment boundary: an older fence's leftovers may follow).
+            fence = await self._create_segment(seq, parent, log_start=False)
+            self._segments.append(fence)
+            self._segment_firsts.append(seq)
+            self._check_invariants()
+
+    async def drop_prefix(self, seq: int) -> None:
+        """Delete whole segments whose records are all < seq (the last segment stays)."""
+        self._check_usable()
+        async with self._lock:
+            self._check_usable()
+            count = 0
+            while count + 1 < len(self._segments) and self._segments[count + 1].first_seq <= seq:
+                count += 1
+            if count == 0:
+                return
+            for segment in self._segments[:count]:  # oldest first: a crash keeps a suffix
+                segment.file.close()
+                self._fs.remove(_segment_name(segment.first_seq))
+            await self._fs.sync_dir(WAL_DIR)
+            del self._segments[:count]
+            del self._segment_firsts[:count]
+            assert self.first_seq <= seq
+            self._check_invariants()
+
+    async def reset(self, next_seq: int) -> None:
+        """Make the log empty, durably; its next append gets `next_seq` (after a snapshot)."""
+        self._check_usable()
+        if next_seq < 1:
+            raise ValueError(f"reset next_seq must be >= 1, got {next_seq}")
+        async with self._lock:
+            self._check_usable()
+            self._pending.clear()
+            await self._replace_log(next_seq)
+
+    async def _replace_log(self, next_seq: int) -> None:
+        # Remove every segment newest first, durably, then start a new log: a crash in
+        # between leaves a prefix of the old log (the reset did not happen) or nothing.
+        for segment in reversed(self._segments):
+            segment.file.close()
+            self._fs.remove(_segment_name(segment.first_seq))
+        await self._fs.sync_dir(WAL_DIR)
+        self._segments = []
+        self._segment_firsts = []
+        await self._start_log(next_seq)
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the segment files. Queued records that were not committed are dropped."""
+        for segment in self._segments:
+            segment.file.close()
+        self._pending.clear()
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise OSError(f"WAL unusable after a failed flush: {self._failure!r}")
+
+    def _check_invariants(self) -> None:
+        assert self._segments, "a WAL always has a segment to append to"
+        assert self._segment_firsts == [s.first_seq for s in self._segments]
+        for before, after in zip(self._segments, self._segments[1:], strict=False):
+            assert before.last_seq + 1 == after.first_seq
+        assert self._durable_seq == self._segments[-1].last_seq
+        assert self._next_seq == self._durable_seq + 1 + len(self._pending)
+        if self._pending:
+            assert self._pending[0][0] == self._durable_seq + 1
