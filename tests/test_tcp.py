@@ -22,7 +22,7 @@ from mox.io.tcp import (
     encode_hello,
 )
 
-CLUSTER = 0xC0FFEE
+CLUSTER = "test-cluster"
 MAX_BYTES = 4096
 
 
@@ -61,7 +61,7 @@ def make(
     node_id: int,
     ports: dict[int, int],
     *,
-    cluster_id: int = CLUSTER,
+    cluster_id: str = CLUSTER,
     queue_max: int = 64,
     logger: ListLogger | None = None,
 ) -> tuple[TcpTransport, list[tuple[int, bytes]], ListLogger]:
@@ -166,7 +166,7 @@ def test_reconnect_after_peer_restarts() -> None:
 
 
 async def raw_session(
-    port: int, sender: int, dst: int, cluster_id: int = CLUSTER
+    port: int, sender: int, dst: int, cluster_id: str = CLUSTER
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A hand-made dialer that completes the handshake as `sender`."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -253,7 +253,7 @@ def test_wrong_cluster_id_is_refused_with_logged_reason() -> None:
     async def body() -> None:
         ports = dict(zip([1, 2], free_ports(2), strict=True))
         a, a_inbox, a_log = make(1, ports)
-        b, _, b_log = make(2, ports, cluster_id=CLUSTER + 1)
+        b, _, b_log = make(2, ports, cluster_id="other-cluster")
         await a.start()
         await b.start()
         try:
@@ -261,7 +261,7 @@ def test_wrong_cluster_id_is_refused_with_logged_reason() -> None:
             await eventually(lambda: len(a_log.find("transport.handshake_refused")) >= 1)
             await eventually(lambda: len(b_log.find("transport.handshake_failed")) >= 1)
             refused = a_log.find("transport.handshake_refused")[0]
-            assert f"cluster {CLUSTER + 1}" in refused["reason"]
+            assert "cluster 'other-cluster'" in refused["reason"]
             failed = b_log.find("transport.handshake_failed")[0]
             assert "refused by peer" in failed["reason"] or "cluster" in failed["reason"]
             await asyncio.sleep(0.2)

@@ -14,7 +14,8 @@ Frame (little-endian), `HEADER_SIZE_BYTES` = 24 bytes of header, then `length` p
 `checksum` is xxh3_64 over the first 16 header bytes followed by the payload, so a flipped bit
 in the header or in the payload is caught. `kind` is HELLO, WELCOME, REFUSE or DATA.
 
-Handshake: the dialer sends HELLO (cluster id u128, the node id it believes it dialed u32).
+Handshake: the dialer sends HELLO (the node id it believes it dialed, u32, then its cluster
+id as up to 64 bytes of UTF-8).
 The acceptor answers WELCOME (its own cluster id and node id) or REFUSE (a UTF-8 reason) and
 closes. Both sides check the other's cluster id and node id, so a node of another cluster, or a
 peer table that points at the wrong node, is refused with a logged reason on both ends.
@@ -48,6 +49,7 @@ from mox.errors import MoxError
 from mox.io.interfaces import NodeId, Random, Receiver
 
 __all__ = [
+    "CLUSTER_ID_MAX_BYTES",
     "HEADER_SIZE_BYTES",
     "KIND_DATA",
     "KIND_HELLO",
@@ -77,13 +79,13 @@ _KINDS: Final = (KIND_HELLO, KIND_WELCOME, KIND_REFUSE, KIND_DATA)
 _HEADER: Final = struct.Struct("<IHBBIIQ")
 HEADER_SIZE_BYTES: Final = _HEADER.size
 _CHECKED_PREFIX_BYTES: Final = HEADER_SIZE_BYTES - 8  # everything before the checksum
-_HELLO: Final = struct.Struct("<QQI")  # cluster id (low, high u64), node id
+_HELLO: Final = struct.Struct("<IB")  # node id, cluster id length; then the cluster id (UTF-8)
 _REFUSE_REASON_MAX_BYTES: Final = 512
 _NODE_ID_MAX: Final = 2**32 - 1
-_CLUSTER_ID_MAX: Final = 2**128 - 1
+CLUSTER_ID_MAX_BYTES: Final = 64
 
 assert HEADER_SIZE_BYTES == 24
-assert _HELLO.size == 20
+assert _HELLO.size == 5
 
 
 class EventLogger(Protocol):
@@ -160,19 +162,22 @@ def decode_header(header: bytes, max_message_size_bytes: int) -> FrameHeader:
     return FrameHeader(kind=kind, sender=sender, length_bytes=length_bytes, checksum=checksum)
 
 
-def encode_hello(kind: int, sender: NodeId, cluster_id: int, node_id: NodeId) -> bytes:
+def encode_hello(kind: int, sender: NodeId, cluster_id: str, node_id: NodeId) -> bytes:
     """A HELLO (dialer: `node_id` is the node it meant to reach) or WELCOME (acceptor: itself)."""
     assert kind in (KIND_HELLO, KIND_WELCOME)
-    assert 0 <= cluster_id <= _CLUSTER_ID_MAX
-    payload = _HELLO.pack(cluster_id & (2**64 - 1), cluster_id >> 64, node_id)
-    return encode_frame(kind, sender, payload)
+    cluster = cluster_id.encode("utf-8")
+    assert 1 <= len(cluster) <= CLUSTER_ID_MAX_BYTES, cluster_id
+    return encode_frame(kind, sender, _HELLO.pack(node_id, len(cluster)) + cluster)
 
 
-def _decode_hello(payload: bytes) -> tuple[int, NodeId]:
-    if len(payload) != _HELLO.size:
+def _decode_hello(payload: bytes) -> tuple[str, NodeId]:
+    if len(payload) < _HELLO.size:
         raise FrameError("bad_handshake", f"handshake payload of {len(payload)} bytes")
-    low, high, node_id = _HELLO.unpack(payload)
-    return (high << 64) | low, node_id
+    node_id, cluster_size_bytes = _HELLO.unpack_from(payload)
+    if len(payload) != _HELLO.size + cluster_size_bytes:
+        raise FrameError("bad_handshake", f"handshake payload of {len(payload)} bytes")
+    cluster = payload[_HELLO.size :].decode("utf-8", "replace")
+    return cluster, node_id
 
 
 async def _read_frame(
@@ -242,7 +247,7 @@ class TcpTransport:
         send_queue_max: int,
         logger: EventLogger,
         *,
-        cluster_id: int,
+        cluster_id: str,
         random: Random,
         backoff_min_ms: int = 20,
         backoff_max_ms: int = 1000,
@@ -252,9 +257,9 @@ class TcpTransport:
         assert 0 <= node_id <= _NODE_ID_MAX, node_id
         assert node_id not in peers, "a node is not its own peer"
         assert all(0 <= peer <= _NODE_ID_MAX for peer in peers)
-        assert max_message_size_bytes >= _HELLO.size
+        assert max_message_size_bytes >= _HELLO.size + CLUSTER_ID_MAX_BYTES
         assert send_queue_max >= 1
-        assert 0 <= cluster_id <= _CLUSTER_ID_MAX
+        assert 1 <= len(cluster_id.encode("utf-8")) <= CLUSTER_ID_MAX_BYTES, cluster_id
         assert 0 < backoff_min_ms <= backoff_max_ms
         assert connect_timeout_ms > 0
         assert handshake_timeout_ms > 0
@@ -454,7 +459,9 @@ class TcpTransport:
             return f"expected WELCOME, got frame kind {header.kind}"
         cluster_id, node_id = _decode_hello(payload)
         if cluster_id != self._cluster_id:
-            return f"peer is in cluster {cluster_id}, this node is in cluster {self._cluster_id}"
+            return (
+                f"peer is in cluster {cluster_id!r}, this node is in cluster {self._cluster_id!r}"
+            )
         if node_id != peer.node_id or header.sender != peer.node_id:
             return f"expected node {peer.node_id} at {peer.address}, found node {node_id}"
         return None
@@ -537,7 +544,9 @@ class TcpTransport:
         cluster_id, wanted = _decode_hello(payload)
         problem: str | None = None
         if cluster_id != self._cluster_id:
-            problem = f"peer is in cluster {cluster_id}, this node is in cluster {self._cluster_id}"
+            problem = (
+                f"peer is in cluster {cluster_id!r}, this node is in cluster {self._cluster_id!r}"
+            )
         elif wanted != self._node_id:
             problem = f"peer dialed node {wanted}, this is node {self._node_id}"
         elif header.sender not in self._peers:
