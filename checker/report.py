@@ -356,7 +356,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
 # -- HTML -----------------------------------------------------------------------------------
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222;line-height:1.4}
+body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1.5em;max-width:70em;color:#222;line-height:1.4}
 h1{font-size:1.6em} h2{border-bottom:2px solid #ccd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
 th,td{border:1px solid #ccd;padding:.25em .6em;text-align:left;vertical-align:top}
