@@ -1,0 +1,1082 @@
+"""The sans-IO Raft core: `tick`, `step`, `propose`, then `ready`/`advance` (etcd-raft style).
+
+Theory of operation. Every public call performs one or more actions of specs/raft/Raft.tla,
+in order, and emits one trace event per action (specs/README.md). The core never touches a
+clock, a file, a socket or a random number: time is `tick()`, randomized election timeouts are
+drawn by the caller and handed in through the `timeouts` iterator, and everything the outside
+world must do comes out of `ready()`:
+
+    rd = core.ready()
+    send rd.messages_now
+    persist rd.snapshot, rd.entries (truncating the stable log at rd.entries[0].index if it
+        overlaps), rd.hard_state; sync if rd.must_sync
+    send rd.messages_after_persist
+    apply rd.committed_entries; serve rd.read_states once applied
+    core.advance(rd)
+
+Durability rules encoded in the Ready: a message leaves before the persist only if the term and
+vote it depends on are already durable and it acknowledges nothing (responses always wait); a
+leader counts its own entries toward a commit only once `advance` reports them persisted.
+
+Bad input never raises out of `step`: a message that no correct peer could send is dropped and
+counted in `rejected[reason]` (and logged), exactly as if the network had lost it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterator
+from typing import Final, Literal
+
+import msgspec
+
+from mox.consensus.raft.log import RaftLog
+from mox.consensus.raft.messages import (
+    CONFIG,
+    ENTRY_KINDS,
+    INDEX_LIMIT,
+    MESSAGE_OVERHEAD_BYTES,
+    NO_VOTE,
+    NOOP,
+    NORMAL,
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    HardState,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    SnapshotMeta,
+    entry_size_bytes,
+)
+from mox.consensus.raft.quorum import committed_index, is_quorum
+from mox.consensus.raft.read_only import ReadOnly, ReadState
+from mox.consensus.raft.trace import TraceSink, message_to_trace, tracing_enabled
+from mox.consensus.raft.tracker import Progress, ProgressState
+
+__all__ = [
+    "ConfChange",
+    "RaftConfig",
+    "RaftConfigError",
+    "RaftCore",
+    "Ready",
+    "RestoreError",
+    "RestoredState",
+    "Role",
+    "SnapshotInstall",
+]
+
+_log = logging.getLogger("mox.consensus.raft")
+
+# Responses acknowledge persisted state (a vote, entries, a snapshot): never before the persist.
+_RESPONSE_TYPES: Final = (RequestVoteResponse, AppendEntriesResponse, InstallSnapshotResponse)
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class RaftConfigError(ValueError):
+    """A RaftConfig field is out of range. Names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"raft config {field}: {problem}")
+
+
+class RestoreError(ValueError):
+    """The durable state handed to RaftCore is inconsistent. Names the field (and entry)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"restored raft state {field}: {problem}")
+
+
+class RaftConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Static parameters of one core. Limits bound every queue and message."""
+
+    node_id: int
+    # The initial configuration (used until a snapshot or a config entry says otherwise).
+    # A node that joins later gets the cluster's initial members and is not among them.
+    members: tuple[int, ...]
+    heartbeat_ticks: int = 1
+    # Commands per entry, and entries per AppendEntries.
+    max_batch_size: int = 64
+    max_message_size_bytes: int = 1 << 20
+    # AppendEntries with entries in flight per follower (optimistic pipelining).
+    max_inflight_appends: int = 16
+    # Applied entries after which the runtime should snapshot (see RaftCore.snapshot_due).
+    snapshot_threshold: int = 1024
+    # Entries appended by this leader but not committed; propose returns None beyond it.
+    max_uncommitted_entries: int = 8192
+    # Read-index requests waiting for confirmation; more fail at once.
+    max_pending_reads: int = 1024
+    # Committed entries handed out per Ready.
+    max_apply_entries: int = 1024
+
+    def __post_init__(self) -> None:
+        if not _is_node_id(self.node_id):
+            raise RaftConfigError("node_id", f"must be an integer >= 1, got {self.node_id!r}")
+        if not self.members:
+            raise RaftConfigError("members", "must name at least one node")
+        for k, member in enumerate(self.members):
+            if not _is_node_id(member):
+                raise RaftConfigError(f"members[{k}]", f"must be an integer >= 1, got {member!r}")
+        if len(set(self.members)) != len(self.members):
+            raise RaftConfigError("members", f"duplicate node id in {list(self.members)}")
+        positive = (
+            "heartbeat_ticks",
+            "max_batch_size",
+            "max_inflight_appends",
+            "snapshot_threshold",
+            "max_uncommitted_entries",
+            "max_pending_reads",
+            "max_apply_entries",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise RaftConfigError(name, f"must be an integer >= 1, got {value!r}")
+        size = self.max_message_size_bytes
+        if type(size) is not int or size < 4 * MESSAGE_OVERHEAD_BYTES:
+            raise RaftConfigError(
+                "max_message_size_bytes",
+                f"must be an integer >= {4 * MESSAGE_OVERHEAD_BYTES}, got {size!r}",
+            )
+
+
+class RestoredState(msgspec.Struct, frozen=True, kw_only=True):
+    """What a node recovered from disk. Empty for a brand-new node."""
+
+    hard_state: HardState = HardState()
+    # None: no snapshot yet (index 0, the initial configuration).
+    snapshot: SnapshotMeta | None = None
+    snapshot_data: bytes = b""
+    # The log after the snapshot, contiguous from snapshot.index + 1.
+    entries: list[Entry] = []
+    # What the state machine has applied durably (entries up to it are not handed out again).
+    applied_index: int = 0
+
+
+class ConfChange(msgspec.Struct, frozen=True):
+    """Add or remove one server (single-server membership change)."""
+
+    op: Literal["add", "remove"]
+    node_id: int
+
+
+class SnapshotInstall(msgspec.Struct, frozen=True):
+    """A snapshot received from the leader: persist it and load it into the state machine.
+
+    With `keep_log_suffix` the stable log entries after meta.index stay (drop those up to
+    it); without, the whole stable log is discarded and the log restarts at meta.index + 1.
+    """
+
+    meta: SnapshotMeta
+    data: bytes
+    keep_log_suffix: bool
+
+
+class Ready(msgspec.Struct):
+    """Everything the runtime must do, in the order of the module docstring."""
+
+    hard_state: HardState | None
+    entries: list[Entry]
+    snapshot: SnapshotInstall | None
+    messages_now: list[Message]
+    messages_after_persist: list[Message]
+    committed_entries: list[Entry]
+    read_states: list[ReadState]
+    must_sync: bool
+
+
+def _is_nat(value: object) -> bool:
+    return type(value) is int and 0 <= value < INDEX_LIMIT
+
+
+def _is_node_id(value: object) -> bool:
+    return type(value) is int and 1 <= value < INDEX_LIMIT
+
+
+def _config_problem(members: object) -> str | None:
+    if not isinstance(members, list) or not members:
+        return "empty_config"
+    if not all(_is_node_id(m) for m in members):
+        return "bad_config_member"
+    if len(set(members)) != len(members):
+        return "duplicate_config_member"
+    return None
+
+
+class RaftCore:
+    """One Raft node's protocol state. See the module docstring for the calling contract."""
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        restored: RestoredState,
+        timeouts: Iterator[int],
+        trace: TraceSink | None = None,
+    ) -> None:
+        _check_restored(restored)
+        self.cfg = config
+        self.id = config.node_id
+        snapshot = restored.snapshot or SnapshotMeta(0, 0, list(config.members))
+        self.log = RaftLog(snapshot, restored.snapshot_data, restored.entries)
+        self.log.applied_index = max(restored.applied_index, snapshot.index)
+        self.term = restored.hard_state.term
+        self.voted_for = restored.hard_state.vote
+        self.role = Role.FOLLOWER
+        self.leader_id = 0
+        # Bad messages dropped, by reason.
+        self.rejected: dict[str, int] = {}
+
+        self._timeouts = timeouts
+        self._election_timeout_ticks = 0
+        self._election_elapsed_ticks = 0
+        self._heartbeat_elapsed_ticks = 0
+
+        self._votes_responded: set[int] = set()
+        self._votes_granted: set[int] = set()
+        self._progress: dict[int, Progress] = {}
+        self._leader_start_next_index = 1
+        self._read_only = ReadOnly(config.max_pending_reads)
+        self._read_round = 0
+
+        # Node ids this node has seen in any configuration; others may only send leader
+        # requests (AppendEntries, InstallSnapshot), which is how a lagging node learns them.
+        self._known: set[int] = set(config.members) | set(snapshot.config)
+        for entry in restored.entries:
+            if entry.kind == CONFIG:
+                self._known.update(entry.config)
+
+        # The durable (term, vote, commit): what a Ready's hard_state is compared against.
+        self._persisted: tuple[int, int, int] = (self.term, self.voted_for, self.log.commit_index)
+        self._msgs_now: list[Message] = []
+        self._msgs_after: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._pending_install: SnapshotInstall | None = None
+        self._outstanding: Ready | None = None
+
+        self._trace = trace
+        self._tracing = tracing_enabled(trace)
+        self._reset_election_timer()
+        if self._tracing:
+            self._emit("Restart")
+        self._assert_invariants()
+
+    # -- state for callers -------------------------------------------------------------------
+
+    @property
+    def commit_index(self) -> int:
+        return self.log.commit_index
+
+    @property
+    def applied_index(self) -> int:
+        return self.log.applied_index
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index()
+
+    @property
+    def snapshot_meta(self) -> SnapshotMeta:
+        return self.log.snapshot
+
+    @property
+    def snapshot_data(self) -> bytes:
+        return self.log.snapshot_data
+
+    def config(self) -> tuple[int, ...]:
+        """The configuration in effect (the last config entry in the log, else the snapshot's)."""
+        return self.log.config()
+
+    def progress(self, node_id: int) -> Progress | None:
+        """The leader's replication progress of `node_id` (None if not leader or unknown)."""
+        return self._progress.get(node_id) if self.role is Role.LEADER else None
+
+    def snapshot_due(self) -> bool:
+        """Whether snapshot_threshold entries were applied since the last snapshot."""
+        applied = min(self.log.applied_index, self.log.commit_index, self.log.stable_index)
+        return applied - self.log.snapshot.index >= self.cfg.snapshot_threshold
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One logical clock tick: a leader's heartbeat timer, else the election timer."""
+        if self.role is Role.LEADER:
+            self._heartbeat_elapsed_ticks += 1
+            if self._heartbeat_elapsed_ticks >= self.cfg.heartbeat_ticks:
+                self._heartbeat_elapsed_ticks = 0
+                self.broadcast_append(send_if_empty=True)
+        else:
+            self._election_elapsed_ticks = min(
+                self._election_elapsed_ticks + 1, self._election_timeout_ticks
+            )
+            if self._election_elapsed_ticks >= self._election_timeout_ticks:
+                self.campaign()
+        self._assert_invariants()
+
+    def campaign(self) -> bool:
+        """Spec Timeout: start an election now. False if not allowed (leader, or not a member)."""
+        if self.role is Role.LEADER or self.id not in self.log.config():
+            return False
+        self.become_candidate()
+        config = self.log.config()
+        if is_quorum(self._votes_granted, config):
+            self.become_leader()
+        else:
+            for peer in config:
+                if peer != self.id:
+                    self.send_request_vote(peer)
+        return True
+
+    def step(self, msg: Message) -> None:
+        """Handles one message from another node. Never raises for bad input."""
+        reason = self._check_message(msg)
+        if reason is not None:
+            self._reject(reason, msg)
+            return
+        if msg.term > self.term:
+            self.become_follower(msg.term, 0)
+            if self._tracing:
+                self._emit("UpdateTerm", msg)
+        elif msg.term < self.term:
+            if self._tracing:
+                self._emit("DropStaleMessage", msg)
+            return
+        if isinstance(msg, AppendEntries):
+            self.handle_append_entries(msg)
+        elif isinstance(msg, AppendEntriesResponse):
+            self.handle_append_entries_response(msg)
+        elif isinstance(msg, RequestVote):
+            self.handle_request_vote(msg)
+        elif isinstance(msg, RequestVoteResponse):
+            self.handle_request_vote_response(msg)
+        elif isinstance(msg, InstallSnapshot):
+            self.handle_install_snapshot(msg)
+        else:
+            assert isinstance(msg, InstallSnapshotResponse)
+            self.handle_install_snapshot_response(msg)
+        self._assert_invariants()
+
+    def propose(self, commands: list[bytes]) -> int | None:
+        """Spec ClientRequest: appends `commands` as entries of at most max_batch_size commands
+        and max_message_size_bytes each. Returns the index of the last entry (all commands
+        are committed once it is), or None if not leader or max_uncommitted_entries is reached.
+        Raises ValueError for an empty list or a command that cannot fit in one message."""
+        if not commands:
+            raise ValueError("propose: commands must not be empty")
+        entry_limit_bytes = self.cfg.max_message_size_bytes - MESSAGE_OVERHEAD_BYTES
+        for k, command in enumerate(commands):
+            if not isinstance(command, bytes):
+                raise ValueError(f"propose: commands[{k}] must be bytes, got {type(command).__name__}")
+            if len(command) + 5 + 24 > entry_limit_bytes:
+                raise ValueError(
+                    f"propose: commands[{k}] is {len(command)} bytes, more than fits in "
+                    f"max_message_size_bytes={self.cfg.max_message_size_bytes}"
+                )
+        if self.role is not Role.LEADER:
+            return None
+        batches: list[list[bytes]] = [[]]
+        batch_bytes = 24
+        for command in commands:
+            size = len(command) + 5
+            batch = batches[-1]
+            if batch and (len(batch) >= self.cfg.max_batch_size or batch_bytes + size > entry_limit_bytes):
+                batches.append([])
+                batch_bytes = 24
+            batches[-1].append(command)
+            batch_bytes += size
+        uncommitted = self.log.last_index() - self.log.commit_index
+        if uncommitted + len(batches) > self.cfg.max_uncommitted_entries:
+            return None
+        for batch in batches:
+            entry = Entry(self.term, self.log.last_index() + 1, NORMAL, batch)
+            assert entry_size_bytes(entry) <= entry_limit_bytes
+            self.log.append(entry)
+            if self._tracing:
+                self._emit(
+                    "ClientRequest", args={"index": entry.index, "commands": [c.hex() for c in batch]}
+                )
+        self.broadcast_append(send_if_empty=False)
+        self._maybe_commit()
+        self._assert_invariants()
+        return self.log.last_index()
+
+    def propose_conf_change(self, change: ConfChange) -> int | None:
+        """Spec ChangeMembership: appends a config entry adding or removing one server.
+
+        Returns its index, or None if not leader, if a config entry is still uncommitted, or if
+        no entry of this term is committed yet (retry later). Raises ValueError for a change
+        that makes no sense (adding a member, removing a non-member or the last member).
+        """
+        if change.op not in ("add", "remove"):
+            raise ValueError(f"conf change: op must be 'add' or 'remove', got {change.op!r}")
+        if not _is_node_id(change.node_id):
+            raise ValueError(f"conf change: node_id must be an integer >= 1, got {change.node_id!r}")
+        if self.role is not Role.LEADER:
+            return None
+        if self.log.last_config_index() > self.log.commit_index:
+            return None
+        if self.log.term_at(self.log.commit_index) != self.term:
+            return None
+        old = self.log.config()
+        node = change.node_id
+        if change.op == "add":
+            if node in old:
+                raise ValueError(f"conf change: node {node} is already a member of {list(old)}")
+            new = sorted((*old, node))
+        else:
+            if node not in old:
+                raise ValueError(f"conf change: node {node} is not a member of {list(old)}")
+            if len(old) == 1:
+                raise ValueError(f"conf change: cannot remove node {node}, the last member")
+            new = sorted(m for m in old if m != node)
+        entry = Entry(self.term, self.log.last_index() + 1, CONFIG, [], new)
+        self.log.append(entry)
+        self._known.add(node)
+        if node != self.id and node not in self._progress:
+            self._progress[node] = Progress(self._leader_start_next_index)
+        if self._tracing:
+            self._emit("ChangeMembership", args={change.op: node, "config": new, "index": entry.index})
+        self.broadcast_append(send_if_empty=False)
+        self._maybe_commit()
+        self._maybe_confirm_reads()
+        self._assert_invariants()
+        return entry.index
+
+    def read_index(self, ctx: bytes) -> None:
+        """Requests a linearizable read; the answer comes in a later Ready's read_states.
+
+        A leader records its commit index (once it has committed an entry of its term) and
+        confirms its leadership with a heartbeat round to a quorum. Anything else answers
+        ReadState(ctx, None) at once: the runtime forwards the read to `leader_id` or retries.
+        """
+        if self.role is not Role.LEADER or self._read_only.is_full():
+            self._read_states.append(ReadState(ctx, None))
+            return
+        if self.log.term_at(self.log.commit_index) != self.term:
+            self._read_only.waiting_for_commit.append(ctx)
+            return
+        self._start_read_round([ctx])
+
+    def compact(self, index: int, data: bytes) -> bool:
+        """Spec Snapshot: the state machine has a snapshot at `index`; drop the log up to it.
+
+        Returns False (and changes nothing) unless snapshot_index < index <= commit_index and
+        the entry is applied and persisted. The runtime drops its own log prefix after True.
+        """
+        log = self.log
+        if not (log.snapshot.index < index <= log.commit_index):
+            return False
+        if index > log.applied_index or index > log.stable_index:
+            return False
+        log.compact(index, data)
+        if self._tracing:
+            self._emit("Snapshot", args={"index": index})
+        self._assert_invariants()
+        return True
+
+    # -- output ------------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        if self._outstanding is not None:
+            return False
+        log = self.log
+        return bool(
+            self._msgs_now
+            or self._msgs_after
+            or self._read_states
+            or self._pending_install is not None
+            or log.stable_index < log.last_index()
+            or log.applied_index < log.commit_index
+            or (self.term, self.voted_for, log.commit_index) != self._persisted
+        )
+
+    def ready(self) -> Ready:
+        """What to persist, send and apply now. Call `advance(rd)` before the next `ready()`."""
+        assert self._outstanding is None, "ready() called again before advance()"
+        log = self.log
+        hard: HardState | None = None
+        if (self.term, self.voted_for, log.commit_index) != self._persisted:
+            hard = HardState(self.term, self.voted_for, log.commit_index)
+        entries = log.unstable_entries()
+        install = self._pending_install
+        self._pending_install = None
+        committed: list[Entry] = []
+        if log.applied_index < log.commit_index:
+            hi = min(log.commit_index, log.applied_index + self.cfg.max_apply_entries)
+            committed = log.slice(log.applied_index + 1, hi + 1)
+            log.applied_index = hi
+        must_sync = (
+            bool(entries)
+            or install is not None
+            or (hard is not None and (hard.term, hard.vote) != self._persisted[:2])
+        )
+        rd = Ready(
+            hard_state=hard,
+            entries=entries,
+            snapshot=install,
+            messages_now=self._msgs_now,
+            messages_after_persist=self._msgs_after,
+            committed_entries=committed,
+            read_states=self._read_states,
+            must_sync=must_sync,
+        )
+        self._msgs_now = []
+        self._msgs_after = []
+        self._read_states = []
+        self._outstanding = rd
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The runtime has done everything `rd` asked (persisted, sent, applied)."""
+        assert rd is self._outstanding, "advance() with a Ready that is not the outstanding one"
+        self._outstanding = None
+        if rd.hard_state is not None:
+            hs = rd.hard_state
+            self._persisted = (hs.term, hs.vote, hs.commit)
+        if rd.entries:
+            last = rd.entries[-1]
+            # Unless a conflict replaced it meanwhile (then the next Ready rewrites it).
+            if self.log.term_at(last.index) == last.term:
+                self.log.stable_index = max(self.log.stable_index, last.index)
+        if self.role is Role.LEADER:
+            self._maybe_commit()
+        self._assert_invariants()
+
+    # -- roles -------------------------------------------------------------------------------
+
+    def become_follower(self, term: int, leader_id: int) -> None:
+        """Follower of `term` (a higher term forgets the vote: spec UpdateTerm)."""
+        assert term >= self.term
+        if term > self.term:
+            self.term = term
+            self.voted_for = NO_VOTE
+        was_leader = self.role is Role.LEADER
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+        self._votes_responded.clear()
+        self._votes_granted.clear()
+        if was_leader:
+            self._progress.clear()
+            self._read_states.extend(self._read_only.fail_all())
+        self._reset_election_timer()
+
+    def become_candidate(self) -> None:
+        """Spec Timeout: term + 1, vote for itself."""
+        assert self.role is not Role.LEADER
+        assert self.id in self.log.config()
+        assert self.term + 1 < INDEX_LIMIT, "term overflow"
+        self.term += 1
+        self.voted_for = self.id
+        self.role = Role.CANDIDATE
+        self.leader_id = 0
+        self._votes_responded = {self.id}
+        self._votes_granted = {self.id}
+        self._reset_election_timer()
+        if self._tracing:
+            self._emit("Timeout")
+
+    def become_leader(self) -> None:
+        """Spec BecomeLeader: nextIndex after the last entry, matchIndex 0, then a no-op."""
+        assert self.role is Role.CANDIDATE
+        assert is_quorum(self._votes_granted, self.log.config())
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self._leader_start_next_index = self.log.last_index() + 1
+        self._progress = {
+            node: Progress(self._leader_start_next_index)
+            for node in sorted(self._known)
+            if node != self.id
+        }
+        self._read_round = 0
+        self._heartbeat_elapsed_ticks = 0
+        self.log.append(Entry(self.term, self.log.last_index() + 1, NOOP))
+        if self._tracing:
+            self._emit("BecomeLeader")
+        self.broadcast_append(send_if_empty=True)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send_request_vote(self, peer: int) -> None:
+        """Spec RequestVote."""
+        assert self.role is Role.CANDIDATE and peer != self.id
+        msg = RequestVote(self.term, self.id, peer, self.log.last_index(), self.log.last_term())
+        self._send(msg)
+        if self._tracing:
+            self._emit("RequestVote", msg)
+
+    def broadcast_append(self, *, send_if_empty: bool) -> None:
+        for peer in self.log.config():
+            if peer != self.id:
+                self.send_append(peer, send_if_empty=send_if_empty)
+
+    def send_append(self, peer: int, *, send_if_empty: bool) -> bool:
+        """Spec AppendEntries (or SendSnapshot if the entries are compacted). Returns whether
+        a message was sent."""
+        assert self.role is Role.LEADER and peer != self.id
+        pr = self._progress_of(peer)
+        log = self.log
+        if pr.next_index <= log.snapshot.index:
+            self.send_snapshot(peer)
+            return True
+        assert pr.next_index <= log.last_index() + 1, (peer, pr)
+        entries: list[Entry] = []
+        if pr.next_index <= log.last_index() and pr.can_send_entries(self.cfg.max_inflight_appends):
+            entries = log.slice_limited(
+                pr.next_index,
+                self.cfg.max_batch_size,
+                self.cfg.max_message_size_bytes - MESSAGE_OVERHEAD_BYTES,
+            )
+        if not entries and not send_if_empty:
+            return False
+        prev_index = pr.next_index - 1
+        prev_term = log.term_at(prev_index)
+        assert prev_term is not None
+        last_sent = prev_index + len(entries)
+        msg = AppendEntries(
+            self.term,
+            self.id,
+            peer,
+            prev_index,
+            prev_term,
+            entries,
+            min(log.commit_index, last_sent),
+            self._read_round,
+        )
+        pr.next_index = last_sent + 1
+        if entries:
+            pr.sent_entries(last_sent)
+        self._send(msg)
+        if self._tracing:
+            self._emit("AppendEntries", msg)
+        return True
+
+    def send_snapshot(self, peer: int) -> None:
+        """Spec SendSnapshot: the follower needs entries this leader has compacted away."""
+        pr = self._progress_of(peer)
+        snap = self.log.snapshot
+        assert pr.next_index <= snap.index
+        msg = InstallSnapshot(
+            self.term, self.id, peer, snap.index, snap.term, list(snap.config), self.log.snapshot_data
+        )
+        pr.next_index = snap.index + 1
+        pr.sent_snapshot()
+        self._send(msg)
+        if self._tracing:
+            self._emit("SendSnapshot", msg)
+
+    # -- handlers (m.term == self.term here) ---------------------------------------------------
+
+    def handle_request_vote(self, m: RequestVote) -> None:
+        """Spec HandleRequestVoteRequest."""
+        grant = self.voted_for in (NO_VOTE, m.src) and self.log.is_up_to_date(
+            m.last_log_term, m.last_log_index
+        )
+        if grant:
+            self.voted_for = m.src
+            self._election_elapsed_ticks = 0
+        self._send(RequestVoteResponse(self.term, self.id, m.src, grant))
+        if self._tracing:
+            self._emit("HandleRequestVoteRequest", m, {"granted": grant})
+
+    def handle_request_vote_response(self, m: RequestVoteResponse) -> None:
+        """Spec HandleRequestVoteResponse (a non-candidate just consumes it)."""
+        won = False
+        if self.role is Role.CANDIDATE:
+            self._votes_responded.add(m.src)
+            if m.vote_granted:
+                self._votes_granted.add(m.src)
+            won = is_quorum(self._votes_granted, self.log.config())
+        if self._tracing:
+            self._emit("HandleRequestVoteResponse", m)
+        if won:
+            self.become_leader()
+
+    def handle_append_entries(self, m: AppendEntries) -> None:
+        """Spec HandleAppendEntriesRequest: the whole message in one step."""
+        assert self.role is not Role.LEADER
+        if self.role is Role.CANDIDATE:
+            self.become_follower(self.term, m.src)
+        self.leader_id = m.src
+        self._election_elapsed_ticks = 0
+        log = self.log
+        prev = m.prev_log_index
+        if prev > log.last_index() or (
+            prev >= log.snapshot.index and log.term_at(prev) != m.prev_log_term
+        ):
+            hint = min(prev - 1, log.last_index()) if prev > 0 else 0
+            self._send(AppendEntriesResponse(self.term, self.id, m.src, False, hint, m.read_round))
+        else:
+            for k, entry in enumerate(m.entries):
+                if entry.index <= log.snapshot.index:
+                    continue
+                term = log.term_at(entry.index)
+                if term == entry.term:
+                    continue
+                if term is not None:
+                    log.truncate_from(entry.index)
+                for new in m.entries[k:]:
+                    log.append(new)
+                    if new.kind == CONFIG:
+                        self._known.update(new.config)
+                break
+            last_new = prev + len(m.entries)
+            log.commit_index = max(log.commit_index, min(m.leader_commit, last_new))
+            self._send(AppendEntriesResponse(self.term, self.id, m.src, True, last_new, m.read_round))
+        if self._tracing:
+            self._emit("HandleAppendEntriesRequest", m)
+
+    def handle_append_entries_response(self, m: AppendEntriesResponse) -> None:
+        """Spec HandleAppendEntriesResponse (a non-leader just consumes it)."""
+        if self.role is not Role.LEADER:
+            if self._tracing:
+                self._emit("HandleAppendEntriesResponse", m)
+            return
+        pr = self._progress_of(m.src)
+        if m.success:
+            self._progress_acknowledged(pr, m.match_index)
+        else:
+            pr.next_index = max(min(pr.next_index - 1, m.match_index + 1), pr.match_index + 1)
+            pr.rejected()
+        in_config = m.src in self.log.config()
+        if in_config:
+            pr.read_round_acked = max(pr.read_round_acked, m.read_round)
+        if self._tracing:
+            self._emit("HandleAppendEntriesResponse", m)
+        if m.success:
+            self._maybe_commit()
+        self._maybe_confirm_reads()
+        if self.role is Role.LEADER and in_config:
+            self._send_pipeline(m.src)
+
+    def handle_install_snapshot(self, m: InstallSnapshot) -> None:
+        """Spec HandleInstallSnapshotRequest."""
+        assert self.role is not Role.LEADER
+        if self.role is Role.CANDIDATE:
+            self.become_follower(self.term, m.src)
+        self.leader_id = m.src
+        self._election_elapsed_ticks = 0
+        log = self.log
+        if m.snapshot_index <= log.commit_index:
+            match = log.commit_index
+        else:
+            meta = SnapshotMeta(m.snapshot_index, m.snapshot_term, list(m.config))
+            keep = log.install(meta, m.data)
+            self._known.update(m.config)
+            previous = self._pending_install
+            if previous is not None:
+                keep = keep and previous.keep_log_suffix
+            self._pending_install = SnapshotInstall(meta, m.data, keep)
+            match = m.snapshot_index
+        self._send(InstallSnapshotResponse(self.term, self.id, m.src, match))
+        if self._tracing:
+            self._emit("HandleInstallSnapshotRequest", m)
+
+    def handle_install_snapshot_response(self, m: InstallSnapshotResponse) -> None:
+        """Spec HandleInstallSnapshotResponse: a successful AppendEntries response."""
+        if self.role is not Role.LEADER:
+            if self._tracing:
+                self._emit("HandleInstallSnapshotResponse", m)
+            return
+        pr = self._progress_of(m.src)
+        self._progress_acknowledged(pr, m.match_index)
+        if self._tracing:
+            self._emit("HandleInstallSnapshotResponse", m)
+        self._maybe_commit()
+        if self.role is Role.LEADER and m.src in self.log.config():
+            self._send_pipeline(m.src)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _progress_of(self, peer: int) -> Progress:
+        pr = self._progress.get(peer)
+        if pr is None:
+            # A server the leader had not heard of when elected: the spec's nextIndex for it is
+            # still the one BecomeLeader set.
+            pr = Progress(self._leader_start_next_index)
+            self._progress[peer] = pr
+        return pr
+
+    def _progress_acknowledged(self, pr: Progress, match_index: int) -> None:
+        assert match_index <= self.log.last_index()
+        pr.match_index = max(pr.match_index, match_index)
+        pr.next_index = max(pr.next_index, match_index + 1)
+        if pr.state is ProgressState.SNAPSHOT and pr.match_index < self.log.snapshot.index:
+            return
+        pr.acknowledged(pr.match_index)
+
+    def _send_pipeline(self, peer: int) -> None:
+        """After a response: fill the follower's in-flight window (after a reject: one probe)."""
+        pr = self._progress_of(peer)
+        if pr.next_index <= self.log.snapshot.index and pr.state is ProgressState.SNAPSHOT:
+            return
+        for _ in range(self.cfg.max_inflight_appends):
+            if self.role is not Role.LEADER:
+                return
+            pr = self._progress_of(peer)
+            if pr.next_index <= self.log.snapshot.index:
+                self.send_snapshot(peer)
+                return
+            if pr.next_index > self.log.last_index():
+                return
+            if not self.send_append(peer, send_if_empty=False):
+                return
+
+    def _maybe_commit(self) -> None:
+        """Spec AdvanceCommitIndex, counting the leader's own entries only once persisted."""
+        if self.role is not Role.LEADER:
+            return
+        log = self.log
+        config = log.config()
+        stable = log.stable_index
+
+        def match_of(node: int) -> int:
+            if node == self.id:
+                return stable
+            return self._progress_of(node).match_index
+
+        index = committed_index(config, match_of)
+        if index <= log.commit_index or log.term_at(index) != self.term:
+            return
+        assert index <= log.last_index()
+        log.commit_index = index
+        if self.id not in config and log.last_config_index() <= index:
+            # Removed from the configuration, and the removal is committed: step down.
+            self.become_follower(self.term, 0)
+        if self._tracing:
+            self._emit("AdvanceCommitIndex", args={"index": index})
+        if self.role is not Role.LEADER:
+            return
+        if self._read_only.waiting_for_commit:
+            waiting = list(self._read_only.waiting_for_commit)
+            self._read_only.waiting_for_commit.clear()
+            self._start_read_round(waiting)
+        else:
+            self.broadcast_append(send_if_empty=True)
+
+    def _start_read_round(self, ctxs: list[bytes]) -> None:
+        assert self.role is Role.LEADER
+        assert self.log.term_at(self.log.commit_index) == self.term
+        self._read_round += 1
+        for ctx in ctxs:
+            self._read_only.add(ctx, self.log.commit_index, self._read_round)
+        self.broadcast_append(send_if_empty=True)
+        self._maybe_confirm_reads()
+
+    def _maybe_confirm_reads(self) -> None:
+        if self.role is not Role.LEADER or not self._read_only.queue:
+            return
+        round_now = self._read_round
+
+        def acked(node: int) -> int:
+            if node == self.id:
+                return round_now
+            return self._progress_of(node).read_round_acked
+
+        confirmed = committed_index(self.log.config(), acked)
+        self._read_states.extend(self._read_only.pop_confirmed(confirmed))
+
+    def _send(self, msg: Message) -> None:
+        if isinstance(msg, _RESPONSE_TYPES) or (self.term, self.voted_for) != self._persisted[:2]:
+            self._msgs_after.append(msg)
+        else:
+            self._msgs_now.append(msg)
+
+    def _reset_election_timer(self) -> None:
+        timeout = next(self._timeouts)
+        assert type(timeout) is int and timeout >= 1, f"election timeout must be >= 1 tick: {timeout!r}"
+        self._election_timeout_ticks = timeout
+        self._election_elapsed_ticks = 0
+        self._heartbeat_elapsed_ticks = 0
+
+    def _reject(self, reason: str, msg: object) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        _log.warning("raft node %d rejected a message (%s): %.200r", self.id, reason, msg)
+
+    def _check_message(self, msg: object) -> str | None:
+        """Why `msg` cannot come from a correct peer, or None. Checks everything `step` relies on."""
+        if not isinstance(
+            msg,
+            AppendEntries
+            | AppendEntriesResponse
+            | RequestVote
+            | RequestVoteResponse
+            | InstallSnapshot
+            | InstallSnapshotResponse,
+        ):
+            return "unknown_type"
+        if msg.dst != self.id:
+            return "wrong_dst"
+        if not _is_node_id(msg.src):
+            return "bad_src"
+        if msg.src == self.id:
+            return "from_self"
+        if not _is_node_id(msg.term):
+            return "bad_term"
+        if msg.src not in self._known and not isinstance(msg, AppendEntries | InstallSnapshot):
+            return "unknown_src"
+        if isinstance(msg, AppendEntries):
+            return self._check_append(msg)
+        if isinstance(msg, AppendEntriesResponse | InstallSnapshotResponse):
+            if isinstance(msg, AppendEntriesResponse) and type(msg.success) is not bool:
+                return "bad_success"
+            if not _is_nat(msg.match_index):
+                return "bad_match_index"
+            success = msg.success if isinstance(msg, AppendEntriesResponse) else True
+            if (
+                msg.term == self.term
+                and self.role is Role.LEADER
+                and success
+                and msg.match_index > self.log.last_index()
+            ):
+                return "match_beyond_log"
+            if isinstance(msg, AppendEntriesResponse) and not _is_nat(msg.read_round):
+                return "bad_read_round"
+            return None
+        if isinstance(msg, RequestVote):
+            if not _is_nat(msg.last_log_index) or not _is_nat(msg.last_log_term):
+                return "bad_last_log"
+            if msg.last_log_term > msg.term:
+                return "last_log_term_beyond_term"
+            return None
+        if isinstance(msg, RequestVoteResponse):
+            return None if type(msg.vote_granted) is bool else "bad_vote_granted"
+        assert isinstance(msg, InstallSnapshot)
+        if not _is_node_id(msg.snapshot_index) or not _is_node_id(msg.snapshot_term):
+            return "bad_snapshot_index"
+        if msg.snapshot_term > msg.term:
+            return "snapshot_term_beyond_term"
+        if not isinstance(msg.data, bytes):
+            return "bad_snapshot_data"
+        problem = _config_problem(msg.config)
+        if problem is not None:
+            return problem
+        if msg.term == self.term and self.role is Role.LEADER:
+            return "snapshot_to_leader_same_term"
+        return None
+
+    def _check_append(self, m: AppendEntries) -> str | None:
+        if not (_is_nat(m.prev_log_index) and _is_nat(m.prev_log_term) and _is_nat(m.leader_commit)):
+            return "bad_index"
+        if not _is_nat(m.read_round):
+            return "bad_read_round"
+        if m.prev_log_term > m.term or (m.prev_log_index == 0 and m.prev_log_term != 0):
+            return "bad_prev_log_term"
+        if not isinstance(m.entries, list):
+            return "bad_entries"
+        if m.prev_log_index + len(m.entries) >= INDEX_LIMIT:
+            return "index_overflow"
+        if m.leader_commit > m.prev_log_index + len(m.entries):
+            return "commit_beyond_entries"
+        term = m.prev_log_term
+        for k, entry in enumerate(m.entries):
+            if not isinstance(entry, Entry):
+                return "bad_entry"
+            if entry.index != m.prev_log_index + 1 + k:
+                return "entry_index_gap"
+            if not _is_nat(entry.term) or entry.term < term or entry.term > m.term or entry.term == 0:
+                return "bad_entry_term"
+            term = entry.term
+            if entry.kind not in ENTRY_KINDS:
+                return "bad_entry_kind"
+            if entry.kind == CONFIG:
+                problem = _config_problem(entry.config)
+                if problem is not None or entry.commands:
+                    return problem or "bad_config_entry"
+            elif entry.config or (entry.kind == NOOP and entry.commands):
+                return "bad_entry_payload"
+            if not isinstance(entry.commands, list) or not all(
+                isinstance(c, bytes) for c in entry.commands
+            ):
+                return "bad_entry_commands"
+        if m.term == self.term and self.role is Role.LEADER:
+            return "append_to_leader_same_term"
+        return None
+
+    def _emit(
+        self, action: str, msg: Message | None = None, args: dict[str, object] | None = None
+    ) -> None:
+        assert self._trace is not None
+        log = self.log
+        event: dict[str, object] = {"node": self.id, "action": action}
+        if msg is not None:
+            event["msg"] = message_to_trace(msg)
+        event["args"] = args if args is not None else {}
+        event["state"] = {
+            "term": self.term,
+            "role": self.role.value,
+            "voted_for": self.voted_for if self.voted_for != NO_VOTE else None,
+            "commit_index": log.commit_index,
+            "last_index": log.last_index(),
+            "last_term": log.last_term(),
+            "snapshot_index": log.snapshot.index,
+            "snapshot_term": log.snapshot.term,
+            "config": list(log.config()),
+        }
+        self._trace.emit(event)
+
+    def _assert_invariants(self) -> None:
+        log = self.log
+        assert log.snapshot.index <= log.commit_index <= log.last_index()
+        assert log.snapshot.index <= log.stable_index <= log.last_index()
+        assert log.applied_index >= log.snapshot.index
+        assert self.term >= log.last_term()
+        if self.role is Role.LEADER:
+            assert self.leader_id == self.id
+            assert self.voted_for == self.id
+        if self.role is Role.CANDIDATE:
+            assert self.voted_for == self.id
+            assert self.leader_id == 0
+
+
+def _check_restored(restored: RestoredState) -> None:
+    hs = restored.hard_state
+    if not _is_nat(hs.term):
+        raise RestoreError("hard_state.term", f"must be a non-negative integer, got {hs.term!r}")
+    if not _is_nat(hs.vote):
+        raise RestoreError("hard_state.vote", f"must be 0 (none) or a node id, got {hs.vote!r}")
+    snap = restored.snapshot
+    base_index = 0
+    base_term = 0
+    if snap is not None:
+        if not _is_nat(snap.index) or not _is_nat(snap.term):
+            raise RestoreError("snapshot", f"index and term must be non-negative, got {snap!r}")
+        if snap.term > hs.term:
+            raise RestoreError("snapshot.term", f"{snap.term} is beyond hard_state.term {hs.term}")
+        problem = _config_problem(snap.config)
+        if problem is not None:
+            raise RestoreError("snapshot.config", f"{problem}: {snap.config!r}")
+        base_index = snap.index
+        base_term = snap.term
+    term = base_term
+    for k, entry in enumerate(restored.entries):
+        expected = base_index + 1 + k
+        if entry.index != expected:
+            raise RestoreError(f"entries[{k}].index", f"expected {expected}, got {entry.index}")
+        if entry.term < term or entry.term > hs.term:
+            raise RestoreError(
+                f"entries[{k}].term",
+                f"{entry.term} breaks the order (previous {term}, hard_state.term {hs.term})",
+            )
+        if entry.kind not in ENTRY_KINDS:
+            raise RestoreError(f"entries[{k}].kind", f"unknown kind {entry.kind!r}")
+        if entry.kind == CONFIG and _config_problem(entry.config) is not None:
+            raise RestoreError(f"entries[{k}].config", f"invalid members {entry.config!r}")
+        term = entry.term
+    if not _is_nat(restored.applied_index):
+        raise RestoreError("applied_index", f"must be non-negative, got {restored.applied_index!r}")
+    last_index = base_index + len(restored.entries)
+    if restored.applied_index > last_index:
+        raise RestoreError(
+            "applied_index", f"{restored.applied_index} is beyond the last log index {last_index}"
+        )
