@@ -1,0 +1,766 @@
+"""The node runtime: one Raft core driven over the IO seam, with its storage and state machine.
+
+Theory of operation. One task (`run`) owns the core: every mutation of the core (tick, step,
+propose, read_index, compact, ready/advance) happens in it, so nothing changes the core while
+a Ready is being persisted. Everything from outside (messages from the transport, commands
+from `submit`, reads from `read`) is queued and the task is woken; while it awaits
+durability, new work piles up and goes into the next Ready together (group commit: many
+entries, one WAL commit).
+
+The Ready loop, in the order of docs/ARCHITECTURE.md:
+
+1. send `messages_now`;
+2. persist: an installed snapshot (snapshot file, then the LSM, then the WAL), the new
+   entries (truncating the WAL's suffix first when they overlap it), the hard state in the
+   superblock; await durability;
+3. send `messages_after_persist`;
+4. apply `committed_entries` through the state machine (one command per entry; no-ops and
+   configuration entries only advance the applied index) and resolve waiting `submit`s;
+5. serve read states whose index is applied;
+6. `advance`.
+
+Every `snapshot_threshold` applied entries the node snapshots: LSM flush (so the WAL prefix
+is no longer needed for replay), the snapshot file, `core.compact`, `wal.drop_prefix`.
+
+Recovery (`open`): superblock -> hard state; snapshot file -> snapshot; LSM -> durable applied
+index; WAL -> entries after the snapshot; entries between the LSM's durable index and the
+snapshot are replayed into the state machine at once (they are committed), later ones come
+back from the core as committed entries once it learns the commit index again.
+
+Time: a tick every `tick_interval_s` of the loop's clock (virtual under the simulator).
+Randomness: election timeouts drawn from the node's `Random`, handed to the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from typing import Protocol
+
+import attrs
+import msgspec
+import xxhash
+
+from mox.consensus.raft.core import (
+    RaftConfig,
+    RaftCore,
+    Ready,
+    RestoredState,
+    Role,
+    SnapshotInstall,
+)
+from mox.consensus.raft.messages import (
+    CONFIG,
+    NOOP,
+    NORMAL,
+    Entry,
+    HardState,
+    MalformedMessage,
+    Message,
+    SnapshotMeta,
+    decode_message,
+    encode_message,
+)
+from mox.consensus.raft.trace import TraceSink
+from mox.errors import DataDirError
+from mox.io.interfaces import Clock, FileSystem, Random, Transport
+from mox.node.errors import NodeStopped, NotLeader, Overloaded, ProposalDropped
+from mox.node.snapshot_file import decode_items, encode_items, read_snapshot, write_snapshot
+from mox.statemachine.machine import StateMachine
+from mox.storage.lsm import LsmOptions, LsmStore
+from mox.storage.superblock import Superblock, SuperblockState
+from mox.storage.wal import Wal
+
+# The WAL record type of a Raft log entry (body: the msgpack Entry).
+RTYPE_ENTRY = 1
+
+__all__ = [
+    "Node",
+    "NodeConfig",
+    "NodeStats",
+    "NodeStatus",
+    "RaftView",
+    "StepObserver",
+    "entry_digest",
+]
+
+_entry_encoder = msgspec.msgpack.Encoder()
+_entry_decoder = msgspec.msgpack.Decoder(Entry)
+
+
+def entry_digest(entry: Entry) -> int:
+    """A digest of everything in an entry (term, index, kind, commands, config)."""
+    return xxhash.xxh3_64_intdigest(_entry_encoder.encode(entry))
+
+
+class StepObserver(Protocol):
+    """Called after every Ready the node handled (the simulator's invariant checker)."""
+
+    def __call__(
+        self,
+        node: Node,
+        appended: list[tuple[int, int, int]],
+        applied: list[tuple[int, int]],
+    ) -> None: ...
+
+
+@attrs.frozen
+class NodeConfig:
+    """One node's identity, timing and limits."""
+
+    node_id: int
+    members: tuple[int, ...]
+    cluster_id: str = "mox"
+    tick_interval_s: float = 0.010
+    heartbeat_ticks: int = 5
+    election_timeout_ticks_min: int = 15
+    election_timeout_ticks_max: int = 30
+    snapshot_threshold_entries: int = 100_000
+    wal_segment_size_bytes: int = 64 * 1000**2
+    max_batch_size: int = 1000
+    max_message_size_bytes: int = 16 * 1000**2
+    # Bounds on queued work: beyond them a request is refused (Overloaded), a message dropped.
+    pending_requests_max: int = 4096
+    inbox_max: int = 8192
+    # Ticks to catch up at most after the loop was late (a long persist), not all of them.
+    ticks_catch_up_max: int = 4
+    compaction_step_bytes: int = 1024 * 1024
+    lsm_options: LsmOptions = attrs.field(factory=LsmOptions)
+
+    def __attrs_post_init__(self) -> None:
+        assert self.node_id in self.members, (self.node_id, self.members)
+        assert len(set(self.members)) == len(self.members)
+        assert self.tick_interval_s > 0
+        assert 1 <= self.heartbeat_ticks < self.election_timeout_ticks_min
+        assert self.election_timeout_ticks_min < self.election_timeout_ticks_max
+        assert self.snapshot_threshold_entries >= 1
+
+
+@attrs.frozen
+class RaftView:
+    """What the simulator's invariant checker reads of a node's Raft state after a step."""
+
+    role: str
+    term: int
+    commit_index: int
+    snapshot_index: int
+    snapshot_term: int
+    last_index: int
+
+
+@attrs.frozen
+class NodeStatus:
+    node_id: int
+    role: str
+    term: int
+    leader_id: int | None
+    commit_index: int
+    applied_index: int
+    last_index: int
+    snapshot_index: int
+
+
+@attrs.define
+class NodeStats:
+    ticks: int = 0
+    readies: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    messages_malformed: int = 0
+    messages_dropped_inbox_full: int = 0
+    entries_persisted: int = 0
+    wal_commits: int = 0
+    entries_applied: int = 0
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0
+    proposals: int = 0
+    reads_linearizable: int = 0
+    reads_stale: int = 0
+
+
+@attrs.define(eq=False)
+class _Proposal:
+    command: bytes
+    future: asyncio.Future[bytes]
+
+
+@attrs.define(eq=False)
+class _Read:
+    query: bytes
+    future: asyncio.Future[bytes]
+    index: int | None = None
+
+
+class Node:
+    """One replica: use `await Node.open(...)`, then `start()`; `stop()` or `crash()`."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        fs: FileSystem,
+        transport: Transport,
+        clock: Clock,
+        rng: Random,
+        core: RaftCore,
+        wal: Wal,
+        superblock: Superblock,
+        superblock_state: SuperblockState,
+        lsm: LsmStore,
+        machine: StateMachine,
+        applied_index: int,
+        observer: StepObserver | None,
+    ) -> None:
+        self.config = config
+        self._fs = fs
+        self._transport = transport
+        self._clock = clock
+        self._rng = rng
+        self.core = core
+        self.wal = wal
+        self.superblock = superblock
+        self._superblock_state = superblock_state
+        self.lsm = lsm
+        self.machine = machine
+        self.applied_index = applied_index
+        self._observer = observer
+        self.stats = NodeStats()
+        self._inbox: deque[tuple[int, bytes]] = deque()
+        self._proposals: deque[_Proposal] = deque()
+        # Log index -> (term, proposal) of entries this node appended as leader.
+        self._waiting_apply: dict[int, tuple[int, _Proposal]] = {}
+        self._reads_to_start: deque[tuple[bytes, _Read]] = deque()
+        self._reads_by_ctx: dict[bytes, _Read] = {}
+        self._reads_ready: list[_Read] = []
+        self._read_ctx = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._next_tick_s = 0.0
+        self._stopping = False
+        self.stopped = False
+        self.failure: BaseException | None = None
+        transport.set_receiver(self._receive)
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        config: NodeConfig,
+        *,
+        fs: FileSystem,
+        transport: Transport,
+        clock: Clock,
+        rng: Random,
+        trace: TraceSink | None = None,
+        observer: StepObserver | None = None,
+    ) -> Node:
+        """Open (or create) the node's storage in `fs` and recover its state.
+
+        Raises DataDirError (another node's or cluster's data), CorruptionError, FormatError.
+        """
+        superblock = Superblock.open(fs, cluster_id=config.cluster_id, node_id=config.node_id)
+        state = superblock.load()
+        if state is None:
+            state = await superblock.write(
+                SuperblockState(
+                    cluster_id=config.cluster_id,
+                    node_id=config.node_id,
+                    members=list(config.members),
+                )
+            )
+        hard_state = HardState(term=state.term, vote=state.vote, commit=state.commit)
+        stored = read_snapshot(fs)
+        snapshot: SnapshotMeta | None = None
+        snapshot_data = b""
+        if stored is not None:
+            snapshot, snapshot_data = stored
+        snapshot_index = snapshot.index if snapshot is not None else 0
+        lsm = await LsmStore.open(fs, config.lsm_options)
+        if lsm.durable_applied_index < snapshot_index:
+            # A crash between writing a received snapshot and installing it into the LSM.
+            await lsm.replace_all(decode_items(snapshot_data), snapshot_index)
+        wal = await Wal.open(
+            fs,
+            segment_size_bytes=config.wal_segment_size_bytes,
+            cluster_id=config.cluster_id,
+            node_id=config.node_id,
+        )
+        entries = await _reconcile_wal(wal, snapshot, lsm.durable_applied_index, fs.root)
+        machine = StateMachine(lsm)
+        applied_index = lsm.durable_applied_index
+        # Entries the LSM lost in the crash that the snapshot covers: committed, and the core
+        # will not hand them out again (it restarts with commit = snapshot index).
+        for entry in entries:
+            if applied_index < entry.index <= snapshot_index:
+                _apply_entry(machine, entry)
+                applied_index = entry.index
+        assert applied_index >= snapshot_index
+        restored = RestoredState(
+            hard_state=hard_state,
+            snapshot=snapshot,
+            snapshot_data=snapshot_data,
+            entries=[e for e in entries if e.index > snapshot_index],
+            applied_index=applied_index,
+        )
+        raft_config = RaftConfig(
+            node_id=config.node_id,
+            members=tuple(config.members),
+            heartbeat_ticks=config.heartbeat_ticks,
+            max_batch_size=config.max_batch_size,
+            max_message_size_bytes=config.max_message_size_bytes,
+            snapshot_threshold=config.snapshot_threshold_entries,
+        )
+        timeouts = _timeouts(
+            rng, config.election_timeout_ticks_min, config.election_timeout_ticks_max
+        )
+        core = RaftCore(raft_config, restored, timeouts, trace)
+        return cls(
+            config,
+            fs=fs,
+            transport=transport,
+            clock=clock,
+            rng=rng,
+            core=core,
+            wal=wal,
+            superblock=superblock,
+            superblock_state=state,
+            lsm=lsm,
+            machine=machine,
+            applied_index=applied_index,
+            observer=observer,
+        )
+
+    # -- public API --------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> int:
+        return self.config.node_id
+
+    def start(self) -> asyncio.Task[None]:
+        """Start the run task on the running loop."""
+        assert self._task is None, "already started"
+        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"node-{self.node_id}")
+        return self._task
+
+    async def submit(self, command: bytes) -> bytes:
+        """Propose `command`; return the state machine's result once it is applied here.
+
+        Raises NotLeader (not proposed), Overloaded (not proposed), ProposalDropped or
+        NodeStopped (outcome unknown).
+        """
+        self._check_running()
+        if not self.is_leader:
+            raise NotLeader(self.node_id, self.leader_id)
+        if len(self._proposals) + len(self._waiting_apply) >= self.config.pending_requests_max:
+            raise Overloaded(self.node_id, self.config.pending_requests_max)
+        proposal = _Proposal(command, asyncio.get_running_loop().create_future())
+        self._proposals.append(proposal)
+        self._wake.set()
+        return await proposal.future
+
+    async def read(self, query: bytes, *, linearizable: bool = True) -> bytes:
+        """Answer `query` from the state machine.
+
+        Linearizable (default): a read index round on the leader, answered once this node
+        has applied up to it; a follower raises NotLeader. Stale: from the local state now.
+        """
+        self._check_running()
+        if not linearizable:
+            self.stats.reads_stale += 1
+            return self.machine.query(query)
+        if not self.is_leader:
+            raise NotLeader(self.node_id, self.leader_id)
+        if len(self._reads_by_ctx) + len(self._reads_to_start) >= self.config.pending_requests_max:
+            raise Overloaded(self.node_id, self.config.pending_requests_max)
+        ctx = next(self._read_ctx).to_bytes(8, "big")
+        read = _Read(query, asyncio.get_running_loop().create_future())
+        self._reads_to_start.append((ctx, read))
+        self._wake.set()
+        return await read.future
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> int | None:
+        """The leader this node knows of (itself when leading), or None."""
+        return self.core.leader_id or None
+
+    def status(self) -> NodeStatus:
+        core = self.core
+        return NodeStatus(
+            node_id=self.node_id,
+            role=core.role.value,
+            term=core.term,
+            leader_id=self.leader_id,
+            commit_index=core.log.commit_index,
+            applied_index=self.applied_index,
+            last_index=core.log.last_index(),
+            snapshot_index=core.log.snapshot.index,
+        )
+
+    async def stop(self) -> None:
+        """Stop gracefully: finish the Ready in progress, fail what is pending, close files."""
+        if self.stopped:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._shut_down()
+        await self._transport.close()
+        await self.lsm.close()
+        self.wal.close()
+        self.superblock.close()
+
+    def crash(self) -> None:
+        """Stop at once, as a power cut would (simulator): nothing more is written."""
+        if self.stopped:
+            return
+        self._stopping = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._shut_down()
+
+    # -- NodeView (invariant checker) --------------------------------------------------
+
+    def raft_view(self) -> RaftView:
+        log = self.core.log
+        return RaftView(
+            role=self.core.role.value,
+            term=self.core.term,
+            commit_index=log.commit_index,
+            snapshot_index=log.snapshot.index,
+            snapshot_term=log.snapshot.term,
+            last_index=log.last_index(),
+        )
+
+    def entry_digest(self, index: int) -> tuple[int, int] | None:
+        log = self.core.log
+        if not log.snapshot.index < index <= log.last_index():
+            return None
+        entry = log.entry(index)
+        return entry.term, entry_digest(entry)
+
+    # -- the run task ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._next_tick_s = loop.time() + self.config.tick_interval_s
+        self._schedule_tick(loop)
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    break
+                self._do_ticks(loop)
+                self._feed_core()
+                while self.core.has_ready() and not self._stopping:
+                    await self._handle_ready(self.core.ready())
+                    self._feed_core()
+                await self._maybe_snapshot()
+                await self._maintain_lsm()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # A bug or a damaged disk: the node stops; the simulator reports it.
+            self.failure = exc
+            self._shut_down()
+            raise
+        finally:
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+
+    def _schedule_tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._tick_handle = loop.call_at(self._next_tick_s, self._on_tick_timer)
+
+    def _on_tick_timer(self) -> None:
+        self._wake.set()
+
+    def _do_ticks(self, loop: asyncio.AbstractEventLoop) -> None:
+        now_s = loop.time()
+        if now_s < self._next_tick_s:
+            return
+        interval_s = self.config.tick_interval_s
+        due = int((now_s - self._next_tick_s) / interval_s) + 1
+        for _ in range(min(due, self.config.ticks_catch_up_max)):
+            self.core.tick()
+            self.stats.ticks += 1
+        self._next_tick_s += due * interval_s
+        assert self._next_tick_s > now_s
+        self._schedule_tick(loop)
+
+    def _receive(self, src: int, payload: bytes) -> None:
+        if self._stopping:
+            return
+        if len(self._inbox) >= self.config.inbox_max:
+            self.stats.messages_dropped_inbox_full += 1
+            return
+        self._inbox.append((src, payload))
+        self._wake.set()
+
+    def _feed_core(self) -> None:
+        """Hand queued messages, proposals and reads to the core (never mid-Ready)."""
+        core = self.core
+        while self._inbox:
+            src, payload = self._inbox.popleft()
+            try:
+                msg = decode_message(payload)
+            except MalformedMessage:
+                self.stats.messages_malformed += 1
+                continue
+            if msg.src != src or msg.dst != self.node_id:
+                self.stats.messages_malformed += 1
+                continue
+            self.stats.messages_received += 1
+            core.step(msg)
+        while self._proposals:
+            proposal = self._proposals.popleft()
+            if proposal.future.done():
+                continue  # the submitter gave up before it was proposed
+            index = core.propose([proposal.command])
+            if index is None:
+                proposal.future.set_exception(NotLeader(self.node_id, self.leader_id))
+                continue
+            self.stats.proposals += 1
+            self._waiting_apply[index] = (core.term, proposal)
+        while self._reads_to_start:
+            ctx, read = self._reads_to_start.popleft()
+            if read.future.done():
+                continue
+            self._reads_by_ctx[ctx] = read
+            core.read_index(ctx)
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        self.stats.readies += 1
+        for msg in rd.messages_now:
+            self._send(msg)
+        if rd.snapshot is not None:
+            await self._install_snapshot(rd.snapshot)
+        appended: list[tuple[int, int, int]] = []
+        if rd.entries:
+            first = rd.entries[0].index
+            if first <= self.wal.last_seq:
+                await self.wal.truncate_suffix(first)
+            for entry in rd.entries:
+                seq = self.wal.append(RTYPE_ENTRY, _entry_encoder.encode(entry))
+                assert seq == entry.index, (seq, entry.index)
+                appended.append((entry.index, entry.term, entry_digest(entry)))
+            self.stats.entries_persisted += len(rd.entries)
+            await self.wal.commit()
+            self.stats.wal_commits += 1
+        if rd.hard_state is not None:
+            await self._persist_hard_state(rd.hard_state)
+        for msg in rd.messages_after_persist:
+            self._send(msg)
+        applied: list[tuple[int, int]] = []
+        for entry in rd.committed_entries:
+            if entry.index <= self.applied_index:
+                continue  # already in the LSM before a restart
+            assert entry.index == self.applied_index + 1, (entry.index, self.applied_index)
+            _index, result = _apply_entry(self.machine, entry)
+            self.applied_index = entry.index
+            self.stats.entries_applied += 1
+            applied.append((entry.index, entry_digest(entry)))
+            self._resolve_proposal(entry, result)
+        for state in rd.read_states:
+            read = self._reads_by_ctx.pop(state.ctx, None)
+            if read is None or read.future.done():
+                continue
+            if state.index is None:
+                read.future.set_exception(NotLeader(self.node_id, self.leader_id))
+            else:
+                read.index = state.index
+                self._reads_ready.append(read)
+        self._serve_reads()
+        self.core.advance(rd)
+        if self._observer is not None:
+            self._observer(self, appended, applied)
+
+    def _resolve_proposal(self, entry: Entry, result: bytes | None) -> None:
+        waiting = self._waiting_apply.pop(entry.index, None)
+        if waiting is None:
+            return
+        term, proposal = waiting
+        if proposal.future.done():
+            return
+        if entry.term == term and entry.kind == NORMAL:
+            assert result is not None
+            proposal.future.set_result(result)
+        else:
+            proposal.future.set_exception(
+                ProposalDropped(self.node_id, entry.index, f"index taken by term {entry.term}")
+            )
+
+    def _serve_reads(self) -> None:
+        if not self._reads_ready:
+            return
+        still: list[_Read] = []
+        for read in self._reads_ready:
+            assert read.index is not None
+            if read.future.done():
+                continue
+            if read.index <= self.applied_index:
+                self.stats.reads_linearizable += 1
+                read.future.set_result(self.machine.query(read.query))
+            else:
+                still.append(read)
+        self._reads_ready = still
+
+    def _send(self, msg: Message) -> None:
+        self.stats.messages_sent += 1
+        self._transport.send(msg.dst, encode_message(msg))
+
+    async def _persist_hard_state(self, hs: HardState) -> None:
+        """Term and vote must be durable before anything of the term leaves; the commit
+        index alone is informational (the core restarts from the snapshot's), so a change of
+        commit only is written with the next term or vote change, not on its own."""
+        old = self._superblock_state
+        if (hs.term, hs.vote) == (old.term, old.vote):
+            return
+        self._superblock_state = await self.superblock.write(
+            msgspec.structs.replace(old, term=hs.term, vote=hs.vote, commit=hs.commit)
+        )
+
+    async def _install_snapshot(self, install: SnapshotInstall) -> None:
+        """A snapshot from the leader: file first, then the LSM, then the WAL."""
+        meta = install.meta
+        await write_snapshot(self._fs, meta, install.data)
+        await self.lsm.replace_all(decode_items(install.data), meta.index)
+        if install.keep_log_suffix:
+            await self.wal.drop_prefix(meta.index + 1)
+        else:
+            await self.wal.reset(meta.index + 1)
+        self.applied_index = meta.index
+        self.stats.snapshots_installed += 1
+        # Proposals at or below the snapshot can no longer be matched to their entries.
+        for index in [i for i in self._waiting_apply if i <= meta.index]:
+            _term, proposal = self._waiting_apply.pop(index)
+            if not proposal.future.done():
+                proposal.future.set_exception(
+                    ProposalDropped(self.node_id, index, "replaced by an installed snapshot")
+                )
+
+    async def _maybe_snapshot(self) -> None:
+        """Spec Snapshot, every snapshot_threshold applied entries (RaftCore.snapshot_due)."""
+        core = self.core
+        if not core.snapshot_due() or core.has_ready():
+            return
+        index = min(self.applied_index, core.log.commit_index, core.log.stable_index)
+        if index <= core.log.snapshot.index:
+            return
+        # Make the LSM durable at `index` first: after the WAL prefix is gone, recovery
+        # can only replay from the LSM's durable applied index.
+        assert self.lsm.applied_index == self.applied_index
+        await self.lsm.flush()
+        index = self.applied_index
+        assert self.lsm.durable_applied_index == index
+        term = core.log.term_at(index)
+        assert term is not None
+        config = list(core.log.config_at(index))
+        data = encode_items(self.lsm.iter_all())
+        await write_snapshot(self._fs, SnapshotMeta(index=index, term=term, config=config), data)
+        compacted = core.compact(index, data)
+        assert compacted, (index, core.log.snapshot.index, core.log.commit_index)
+        await self.wal.drop_prefix(index + 1)
+        self.stats.snapshots_taken += 1
+
+    async def _maintain_lsm(self) -> None:
+        if self.lsm.needs_flush:
+            await self.lsm.flush()
+        if self.lsm.needs_compaction:
+            await self.lsm.compact_step(self.config.compaction_step_bytes)
+
+    def _check_running(self) -> None:
+        if self._stopping or self.stopped:
+            raise NodeStopped(self.node_id)
+
+    def _shut_down(self) -> None:
+        """Fail everything pending; close the endpoint at once."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        error = NodeStopped(self.node_id)
+        pending: list[asyncio.Future[bytes]] = [p.future for p in self._proposals]
+        pending += [p.future for _t, p in self._waiting_apply.values()]
+        pending += [r.future for _c, r in self._reads_to_start]
+        pending += [r.future for r in self._reads_by_ctx.values()]
+        pending += [r.future for r in self._reads_ready]
+        for future in pending:
+            if not future.done():
+                future.set_exception(error)
+        self._proposals.clear()
+        self._waiting_apply.clear()
+        self._reads_to_start.clear()
+        self._reads_by_ctx.clear()
+        self._reads_ready.clear()
+        self._inbox.clear()
+        close_now = getattr(self._transport, "close_now", None)
+        if close_now is not None:
+            close_now()
+
+
+def _timeouts(rng: Random, low_ticks: int, high_ticks: int) -> Iterator[int]:
+    """Election timeouts in ticks, uniform in [low, high), drawn from the node's Random."""
+    while True:
+        yield rng.randrange(low_ticks, high_ticks)
+
+
+def _apply_entry(machine: StateMachine, entry: Entry) -> tuple[int, bytes | None]:
+    """Apply one committed entry; the state machine's result for a normal entry."""
+    if entry.kind == NORMAL and entry.commands:
+        assert len(entry.commands) == 1, "the node proposes one command per entry"
+        return entry.index, machine.apply(entry.index, entry.commands[0])
+    assert entry.kind in (NORMAL, NOOP, CONFIG), entry.kind
+    machine.apply_noop(entry.index)
+    return entry.index, None
+
+
+async def _reconcile_wal(
+    wal: Wal, snapshot: SnapshotMeta | None, lsm_applied_index: int, root: str
+) -> list[Entry]:
+    """The WAL's entries after making it agree with the snapshot file (see module doc).
+
+    Returns every entry the WAL holds from the one after min(LSM durable applied index,
+    snapshot index) on: those to replay into the state machine, then the core's log.
+    """
+    if snapshot is not None and snapshot.index > 0:
+        index = snapshot.index
+        if wal.last_seq < index or _wal_term_at(wal, index) not in (None, snapshot.term):
+            # A received snapshot whose log reset did not happen before the crash.
+            await wal.reset(index + 1)
+        elif wal.first_seq > index + 1:
+            raise DataDirError(root, f"WAL starts at {wal.first_seq}, after snapshot {index} + 1")
+    snapshot_index = snapshot.index if snapshot is not None else 0
+    needed = min(lsm_applied_index, snapshot_index) + 1
+    first = max(wal.first_seq, needed)
+    if first > wal.last_seq:
+        return []
+    if first > needed:
+        raise DataDirError(
+            root,
+            f"WAL starts at {wal.first_seq}, but the state store is durable only to "
+            f"{lsm_applied_index} and the snapshot is at {snapshot_index}: entries lost",
+        )
+    entries = [_entry_decoder.decode(record.body) for record in wal.read(first, wal.last_seq)]
+    for offset, entry in enumerate(entries):
+        assert entry.index == first + offset, (entry.index, first + offset)
+    return entries
+
+
+def _wal_term_at(wal: Wal, index: int) -> int | None:
+    """The term of the WAL's entry at `index`, None if the WAL does not hold it."""
+    if not wal.first_seq <= index <= wal.last_seq:
+        return None
+    (record,) = wal.read(index, index)
+    return _entry_decoder.decode(record.body).term
