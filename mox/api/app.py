@@ -1,0 +1,695 @@
+"""The REST API of one node: an aiohttp application over the node runtime.
+
+Theory of operation:
+
+* Every request gets a request id (the client's `X-Request-Id` if sane, else a new one),
+  bound into the structured log context and echoed in the response.
+* Tenant requests authenticate with `Authorization: Bearer mox.<tenant>.<key>.<secret>`.
+  The token names its tenant, so the key is looked up under that tenant only; from then on
+  every query and command of the request carries that tenant id and no other.
+* Writes become state machine commands with ids and a timestamp assigned here, and are
+  submitted to the node. On a follower the node raises NotLeader and the whole HTTP request
+  is forwarded, as is, to the leader's client address (from the cluster config); the
+  leader's response is returned with an `X-Mox-Leader` header. A forwarded request is never
+  forwarded again (503 instead), so a leader change cannot make a loop.
+* `Idempotency-Key` maps to a state machine session (client id = hash of the key, seq 1),
+  with a fingerprint of method, path and body: a retry of the same request is applied
+  once and answered with the first result; the same key on a different request is a 422.
+* Reads are local. `?consistency=linearizable` (the default) goes through the node's read
+  index; `?consistency=stale` reads this replica's applied state.
+* Every error is an RFC 7807 problem (problems.py); an unexpected exception is logged with
+  its traceback and answered with a bare 500 problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+import aiohttp
+import msgspec
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+from structlog.typing import FilteringBoundLogger
+
+from mox.api.ids import new_ulid
+from mox.api.metrics import ApiMetrics
+from mox.api.problems import ApiProblem, from_json_error, problem_from_code, validation
+from mox.api.schemas import (
+    CreateTenantRequest,
+    IssueKeyRequest,
+    PatchTalentRequest,
+    RegisterTalentRequest,
+)
+from mox.api.status import NodeStatusView, status_view
+from mox.config import MoxConfig
+from mox.node.errors import NotLeader, Overloaded, RequestError
+from mox.statemachine import (
+    ApiKey,
+    ArchiveTalent,
+    CreateTenant,
+    GetApiKey,
+    GetTalent,
+    GetTenant,
+    IssueApiKey,
+    ListEvents,
+    ListTalents,
+    NewApiKey,
+    RegisterTalent,
+    Result,
+    RevokeApiKey,
+    UpdateProfile,
+    decode_result,
+    encode_command,
+    encode_query,
+    make_command,
+)
+from mox.statemachine import keys as sm_keys
+from mox.statemachine.commands import ACTOR_ADMIN, ACTOR_APIKEY_PREFIX, CommandBody, QueryBody
+from mox.statemachine.machine import key_is_usable
+from mox.statemachine.model import SCOPES
+
+__all__ = ["FORWARDED_HEADER", "LEADER_HEADER", "METRICS", "REQUEST_BODY_MAX_BYTES", "NodeApi", "create_app"]
+
+REQUEST_BODY_MAX_BYTES: Final = 1024 * 1024
+FORWARDED_HEADER: Final = "X-Mox-Forwarded-By"
+LEADER_HEADER: Final = "X-Mox-Leader"
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+IDEMPOTENCY_KEY_MAX_CHARS: Final = 255
+REQUEST_ID_RE: Final = re.compile(r"[0-9A-Za-z._:-]{1,128}")
+IDEMPOTENCY_KEY_RE: Final = re.compile(r"[\x21-\x7e]{1,255}")
+ETAG_RE: Final = re.compile(r'(?:W/)?"?(\d{1,18})"?')
+# Headers a forwarded request keeps; hop-by-hop and length headers are recomputed.
+FORWARD_REQUEST_HEADERS: Final = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-Match",
+    "X-Request-Id",
+    "Accept",
+)
+FORWARD_RESPONSE_HEADERS: Final = (
+    "Content-Type",
+    "ETag",
+    "Location",
+    REPLAYED_HEADER,
+    "Retry-After",
+)
+
+
+class NodeApi(Protocol):
+    """What the API needs of `mox.node.runtime.Node`."""
+
+    async def submit(self, command: bytes) -> bytes: ...
+
+    async def read(self, query: bytes, *, linearizable: bool = True) -> bytes: ...
+
+    def status(self) -> Any: ...
+
+
+class _NotLeaderHere(Exception):
+    """Raised inside a handler to have the middleware forward the request to the leader."""
+
+    def __init__(self, leader_id: int | None) -> None:
+        super().__init__(leader_id)
+        self.leader_id = leader_id
+
+
+class _Principal(msgspec.Struct, frozen=True):
+    tenant_id: str
+    key_id: str
+    scopes: list[str]
+
+    @property
+    def actor(self) -> str:
+        return ACTOR_APIKEY_PREFIX + self.key_id
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=msgspec.json.encode(value),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _value(result: Result) -> Any:
+    """The result's payload as plain JSON-able data."""
+    return msgspec.msgpack.decode(result.value)
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+class _Api:
+    """Handlers and their shared state for one node."""
+
+    def __init__(
+        self,
+        node: NodeApi,
+        config: MoxConfig,
+        metrics: ApiMetrics,
+        logger: FilteringBoundLogger,
+        admin_token: str | None,
+    ) -> None:
+        self.node = node
+        self.config = config
+        self.metrics = metrics
+        self.logger = logger
+        self.admin_token = admin_token
+        self.node_id = config.cluster.node_id
+        self.timeout_s = config.api.request_timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    # ---------------------------------------------------------------------- middleware
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        supplied = request.headers.get("X-Request-Id", "")
+        request_id = supplied if REQUEST_ID_RE.fullmatch(supplied) else new_ulid()
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "<unmatched>"
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id, method=request.method, route=route
+        )
+        started_s = time.perf_counter()
+        response: web.StreamResponse
+        try:
+            try:
+                response = await handler(request)
+            except _NotLeaderHere as redirect:
+                response = await self._forward(request, redirect.leader_id)
+        except ApiProblem as problem:
+            response = problem.response(request_id)
+        except web.HTTPException as exc:
+            response = self._http_exception(exc).response(request_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug, not bad input: the traceback goes to the log, never to the client.
+            self.logger.exception("unhandled_error")
+            response = ApiProblem(500, "INTERNAL", "internal error; see the node's log").response(
+                request_id
+            )
+        duration_s = time.perf_counter() - started_s
+        response.headers["X-Request-Id"] = request_id
+        self.metrics.observe_request(request.method, route, response.status, duration_s)
+        self.logger.info(
+            "request",
+            path=request.path,
+            status=response.status,
+            duration_ms=round(duration_s * 1000, 3),
+        )
+        structlog.contextvars.clear_contextvars()
+        return response
+
+    def _http_exception(self, exc: web.HTTPException) -> ApiProblem:
+        status = exc.status
+        if status == 413:
+            return ApiProblem(
+                413,
+                "BODY_TOO_LARGE",
+                f"the body exceeds {REQUEST_BODY_MAX_BYTES} bytes",
+                field="body",
+            )
+        if status == 404:
+            return ApiProblem(404, "NOT_FOUND", "no such endpoint")
+        if status == 405:
+            return ApiProblem(405, "METHOD_NOT_ALLOWED", f"{exc.reason}")
+        return ApiProblem(
+            status if status >= 400 else 400, "HTTP_ERROR", exc.reason or "bad request"
+        )
+
+    # ----------------------------------------------------------------------- forwarding
+
+    def _leader_url(self, leader_id: int) -> str | None:
+        try:
+            address = self.config.cluster.node(leader_id)
+        except KeyError:
+            return None
+        return f"http://{address.host}:{address.client_port}"
+
+    async def _forward(self, request: web.Request, leader_id: int | None) -> web.StreamResponse:
+        retry = {"Retry-After": "1"}
+        if leader_id is None or leader_id == self.node_id:
+            raise ApiProblem(
+                503, "NO_LEADER", "no leader is elected yet; retry shortly", headers=retry
+            )
+        leader_url = self._leader_url(leader_id)
+        if leader_url is None:
+            raise ApiProblem(
+                503, "NO_LEADER", f"leader {leader_id} is not in the cluster config", headers=retry
+            )
+        if FORWARDED_HEADER in request.headers:
+            # Forwarded once already: the leader moved. The client retries (to the hint).
+            raise ApiProblem(
+                503,
+                "NOT_LEADER",
+                f"node {self.node_id} is not the leader; try {leader_url}",
+                headers={**retry, LEADER_HEADER: leader_url},
+                extra={"leader": leader_url},
+            )
+        body = await request.read()
+        headers = {
+            name: request.headers[name]
+            for name in FORWARD_REQUEST_HEADERS
+            if name in request.headers
+        }
+        headers[FORWARDED_HEADER] = str(self.node_id)
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if isinstance(request_id, str):
+            headers["X-Request-Id"] = request_id
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+            )
+        self.metrics.forwarded.inc()
+        try:
+            async with self._session.request(
+                request.method,
+                leader_url + str(request.rel_url),
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+            ) as upstream:
+                payload = await upstream.read()
+                status = upstream.status
+                kept = {
+                    name: upstream.headers[name]
+                    for name in FORWARD_RESPONSE_HEADERS
+                    if name in upstream.headers
+                }
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            maybe = request.method not in ("GET", "HEAD")
+            detail = f"could not reach the leader at {leader_url}: {exc.__class__.__name__}"
+            if maybe:
+                detail += "; the write may have been applied: retry with the same Idempotency-Key"
+            raise ApiProblem(503, "LEADER_UNREACHABLE", detail, headers=retry) from None
+        kept[LEADER_HEADER] = leader_url
+        return web.Response(status=status, body=payload, headers=kept)
+
+    async def close(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --------------------------------------------------------------- node interaction
+
+    async def _submit(
+        self, request: web.Request, tenant_id: str, actor: str, body: CommandBody
+    ) -> Result:
+        """Propose one command and wait for its result. Raises problems, never RequestError."""
+        idempotency_key = request.headers.get("Idempotency-Key")
+        client_id, request_seq, fingerprint = "", 0, ""
+        if idempotency_key is not None:
+            if IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key) is None:
+                raise ApiProblem(
+                    400,
+                    "VALIDATION",
+                    f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters",
+                    field="Idempotency-Key",
+                )
+            client_id = "idem:" + _sha256_hex(idempotency_key.encode())[:40]
+            request_seq = 1
+            raw = await request.read()
+            fingerprint = _sha256_hex(
+                request.method.encode() + b"\0" + request.path.encode() + b"\0" + raw
+            )[:32]
+        request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+        command = make_command(
+            body,
+            tenant_id=tenant_id,
+            client_id=client_id,
+            request_seq=request_seq,
+            command_id=new_ulid(),
+            issued_at_ms=_now_ms(),
+            actor=actor,
+            correlation_id=str(request_id),
+            fingerprint=fingerprint,
+        )
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                raw_result = await self.node.submit(encode_command(command))
+        except NotLeader as exc:
+            raise _NotLeaderHere(exc.leader_id) from None
+        except Overloaded as exc:
+            raise ApiProblem(503, "OVERLOADED", str(exc), headers={"Retry-After": "1"}) from None
+        except RequestError as exc:
+            raise ApiProblem(
+                503,
+                "OUTCOME_UNKNOWN",
+                f"{exc}; the write may have been applied: retry with the same Idempotency-Key",
+                headers={"Retry-After": "1"},
+            ) from None
+        except TimeoutError:
+            raise ApiProblem(
+                503,
+                "TIMEOUT",
+                f"no result within {self.timeout_s} s; the write may have been applied: "
+                "retry with the same Idempotency-Key",
+                headers={"Retry-After": "1"},
+            ) from None
+        return decode_result(raw_result)
+
+    async def _query(self, tenant_id: str, body: QueryBody, linearizable: bool) -> Result:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                raw_result = await self.node.read(
+                    encode_query(tenant_id, body), linearizable=linearizable
+                )
+        except NotLeader as exc:
+            raise _NotLeaderHere(exc.leader_id) from None
+        except RequestError as exc:
+            raise ApiProblem(503, "UNAVAILABLE", str(exc), headers={"Retry-After": "1"}) from None
+        except TimeoutError:
+            raise ApiProblem(
+                503, "TIMEOUT", f"no answer within {self.timeout_s} s", headers={"Retry-After": "1"}
+            ) from None
+        return decode_result(raw_result)
+
+    @staticmethod
+    def _ok(result: Result) -> Any:
+        if not result.ok:
+            raise problem_from_code(result.code, result.detail, result.field)
+        return _value(result)
+
+    # --------------------------------------------------------------------- request parts
+
+    @staticmethod
+    def _consistency(request: web.Request) -> bool:
+        """True for a linearizable read (the default), False for `?consistency=stale`."""
+        value = request.query.get("consistency", "linearizable")
+        if value not in ("linearizable", "stale"):
+            raise validation("consistency", "must be linearizable or stale")
+        return value == "linearizable"
+
+    @staticmethod
+    async def _body(request: web.Request, type_: type[Any]) -> Any:
+        raw = await request.read()
+        if not raw:
+            raise ApiProblem(400, "MALFORMED_JSON", "the request needs a JSON body", field="body")
+        try:
+            return msgspec.json.decode(raw, type=type_)
+        except msgspec.DecodeError as exc:
+            raise from_json_error(exc) from None
+
+    @staticmethod
+    def _path_id(request: web.Request) -> str:
+        value = request.match_info["id"]
+        if not sm_keys.is_id(value):
+            raise ApiProblem(404, "NOT_FOUND", f"no resource with id {value[:80]!r}", field="id")
+        return value
+
+    @staticmethod
+    def _if_match(request: web.Request, body_version: int | None) -> int | None:
+        header = request.headers.get("If-Match")
+        if header is None or header.strip() == "*":
+            return body_version
+        match = ETAG_RE.fullmatch(header.strip())
+        if match is None:
+            raise ApiProblem(
+                400, "VALIDATION", 'If-Match must be an entity tag like "3"', field="If-Match"
+            )
+        version = int(match.group(1))
+        if body_version is not None and body_version != version:
+            raise ApiProblem(
+                400, "VALIDATION", "If-Match and expectedVersion disagree", field="If-Match"
+            )
+        return version
+
+    # --------------------------------------------------------------------- authentication
+
+    async def _authenticate(self, request: web.Request, scope: str | None) -> _Principal:
+        header = request.headers.get("Authorization")
+        challenge = {"WWW-Authenticate": 'Bearer realm="mox"'}
+        if header is None:
+            raise ApiProblem(
+                401,
+                "UNAUTHENTICATED",
+                "missing Authorization: Bearer <API key>",
+                field="Authorization",
+                headers=challenge,
+            )
+        scheme, _, token = header.partition(" ")
+        parsed = sm_keys.parse_api_key(token.strip()) if scheme.lower() == "bearer" else None
+        if parsed is None:
+            raise ApiProblem(
+                401,
+                "UNAUTHENTICATED",
+                "Authorization must be 'Bearer mox.<tenant>.<key>.<secret>'",
+                field="Authorization",
+                headers=challenge,
+            )
+        tenant_id, key_id, secret = parsed
+        # A stale local read is enough for a key this replica knows; one it does not know
+        # (just issued, not yet applied here) is looked up again through the read index.
+        result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=False)
+        if not result.ok:
+            result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=True)
+        if not result.ok:
+            raise ApiProblem(
+                401, "UNAUTHENTICATED", "unknown API key", field="Authorization", headers=challenge
+            )
+        key: ApiKey = result.decode_value(ApiKey)
+        if not hmac.compare_digest(key.secret_sha256, _sha256_hex(secret.encode())):
+            raise ApiProblem(
+                401,
+                "UNAUTHENTICATED",
+                "wrong API key secret",
+                field="Authorization",
+                headers=challenge,
+            )
+        assert key.tenant_id == tenant_id, (key.tenant_id, tenant_id)
+        if not key_is_usable(key, _now_ms()):
+            raise ApiProblem(
+                403,
+                "FORBIDDEN",
+                f"API key {key.prefix} is revoked or expired",
+                field="Authorization",
+            )
+        if scope is not None and scope not in key.scopes:
+            raise ApiProblem(
+                403,
+                "FORBIDDEN",
+                f"API key {key.prefix} lacks the scope {scope!r}",
+                field="Authorization",
+            )
+        structlog.contextvars.bind_contextvars(tenant_id=tenant_id, key_id=key_id)
+        return _Principal(tenant_id, key_id, list(key.scopes))
+
+    def _authenticate_admin(self, request: web.Request) -> None:
+        if not self.admin_token:
+            raise ApiProblem(
+                403, "FORBIDDEN", "tenant bootstrap is disabled: no admin token is configured"
+            )
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.admin_token.encode()
+        ):
+            raise ApiProblem(
+                401,
+                "UNAUTHENTICATED",
+                "POST /api/tenants needs Authorization: Bearer <admin token>",
+                field="Authorization",
+                headers={"WWW-Authenticate": 'Bearer realm="mox-admin"'},
+            )
+
+    # ---------------------------------------------------------------------- operations
+
+    async def health(self, request: web.Request) -> web.Response:
+        view = status_view(self.node)
+        return _json({"status": "ok", **view.to_json()})
+
+    def status(self) -> NodeStatusView:
+        return status_view(self.node)
+
+    async def create_tenant(self, request: web.Request) -> web.Response:
+        self._authenticate_admin(request)
+        body: CreateTenantRequest = await self._body(request, CreateTenantRequest)
+        tenant_id, key_id, secret = new_ulid(), new_ulid(), secrets.token_urlsafe(32)
+        command = CreateTenant(
+            slug=body.slug,
+            name=body.name,
+            settings=body.settings,
+            owner_key=NewApiKey(
+                key_id=key_id,
+                secret_sha256=_sha256_hex(secret.encode()),
+                name="owner",
+                scopes=list(SCOPES),
+            ),
+        )
+        created = self._ok(await self._submit(request, tenant_id, ACTOR_ADMIN, command))
+        if created["tenant"]["id"] != tenant_id:
+            # A replay of an earlier request with this Idempotency-Key: its secret was shown
+            # once, to that request, and is not stored anywhere.
+            return _json(created, 200, {REPLAYED_HEADER: "true"})
+        created["apiKey"]["key"] = sm_keys.format_api_key(tenant_id, key_id, secret)
+        return _json(created, 201, {"Location": "/api/tenant"})
+
+    async def get_tenant(self, request: web.Request) -> web.Response:
+        principal = await self._authenticate(request, None)
+        tenant = self._ok(
+            await self._query(principal.tenant_id, GetTenant(), self._consistency(request))
+        )
+        return _json(tenant, headers={"ETag": _etag(tenant["version"])})
+
+    async def issue_key(self, request: web.Request) -> web.Response:
+        principal = await self._authenticate(request, "tenant:admin")
+        body: IssueKeyRequest = await self._body(request, IssueKeyRequest)
+        key_id, secret = new_ulid(), secrets.token_urlsafe(32)
+        new_key = NewApiKey(
+            key_id=key_id,
+            secret_sha256=_sha256_hex(secret.encode()),
+            name=body.name,
+            scopes=body.scopes,
+            expires_at_ms=body.expires_at_ms,
+        )
+        info = self._ok(
+            await self._submit(
+                request, principal.tenant_id, principal.actor, IssueApiKey(key=new_key)
+            )
+        )
+        if info["id"] != key_id:
+            return _json(info, 200, {REPLAYED_HEADER: "true"})
+        info["key"] = sm_keys.format_api_key(principal.tenant_id, key_id, secret)
+        return _json(info, 201)
+
+    async def revoke_key(self, request: web.Request) -> web.Response:
+        principal = await self._authenticate(request, "tenant:admin")
+        key_id = self._path_id(request)
+        info = self._ok(
+            await self._submit(
+                request, principal.tenant_id, principal.actor, RevokeApiKey(key_id=key_id)
+            )
+        )
+        return _json(info)
+
+    async def register_talent(self, request: web.Request) -> web.Response:
+        principal = await self._authenticate(request, "talents:write")
+        body: RegisterTalentRequest = await self._body(request, RegisterTalentRequest)
+        talent_id = new_ulid()
+        command = RegisterTalent(talent_id=talent_id, **msgspec.structs.asdict(body))
+        talent = self._ok(
+            await self._submit(request, principal.tenant_id, principal.actor, command)
+        )
+        headers = {"Location": f"/api/talents/{talent['id']}", "ETag": _etag(talent["version"])}
+        if talent["id"] != talent_id:
+            headers[REPLAYED_HEADER] = "true"
+        return _json(talent, 201, headers)
+
+    async def get_talent(self, request: web.Request) -> web.Response:
+        principal = await self._authenticate(request, "talents:read")
+        talent_id = self._path_id(request)
+        query = GetTalent(talent_id=talent_id)
+        talent = self._ok(await self._query(principal.tenant_id, query, self._consistency(request)))
+        return _json(talent, headers={"ETag": _etag(talent["version"])})
+
+    async def list_talents(self, request: web.Request) -> web.Response:
+        principal = await self._authenticate(request, "talents:read")
+        linearizable = self._consistency(request)
+        raw_limit = request.query.get("limit", "50")
+        if not raw_limit.isdigit() or len(raw_limit) > 6:
+            raise validation("limit", "must be an integer between 1 and 200")
+        cursor = request.query.get("cursor") or None
+        query = ListTalents(cursor=cursor, limit=int(raw_limit))
+        page = self._ok(await self._query(principal.tenant_id, query, linearizable))
+        return _json(page)
+
+    async def patch_talent(self, request: web.Request) -> web.Response:
+        principal = await self._authenticate(request, "talents:write")
+        talent_id = self._path_id(request)
+        body: PatchTalentRequest = await self._body(request, PatchTalentRequest)
+        expected_version = self._if_match(request, body.expected_version)
+        changes = {
+            k: v
+            for k, v in msgspec.structs.asdict(body).items()
+            if k != "expected_version" and v is not msgspec.UNSET
+        }
+        if not changes:
+            raise validation("body", "must change at least one field")
+        command = UpdateProfile(talent_id=talent_id, expected_version=expected_version, **changes)
+        talent = self._ok(
+            await self._submit(request, principal.tenant_id, principal.actor, command)
+        )
+        return _json(talent, headers={"ETag": _etag(talent["version"])})
+
+    async def delete_talent(self, request: web.Request) -> web.Response:
+        principal = await self._authenticate(request, "talents:write")
+        talent_id = self._path_id(request)
+        expected_version = self._if_match(request, None)
+        command = ArchiveTalent(talent_id=talent_id, expected_version=expected_version)
+        talent = self._ok(
+            await self._submit(request, principal.tenant_id, principal.actor, command)
+        )
+        return _json(talent, headers={"ETag": _etag(talent["version"])})
+
+    async def talent_events(self, request: web.Request) -> web.Response:
+        principal = await self._authenticate(request, "talents:read")
+        talent_id = self._path_id(request)
+        raw_after = request.query.get("afterVersion", "0")
+        if not raw_after.isdigit() or len(raw_after) > 18:
+            raise validation("afterVersion", "must be a non-negative integer")
+        query = ListEvents(stream=f"talent-{talent_id}", after_version=int(raw_after), limit=1000)
+        events = self._ok(await self._query(principal.tenant_id, query, self._consistency(request)))
+        return _json({"items": events})
+
+
+METRICS: Final = web.AppKey("mox_api_metrics", ApiMetrics)
+
+
+def create_app(
+    node: NodeApi,
+    config: MoxConfig,
+    registry: CollectorRegistry,
+    logger: FilteringBoundLogger,
+    *,
+    admin_token: str | None = None,
+) -> web.Application:
+    """The aiohttp application of one node.
+
+    `registry` is this node's own Prometheus registry; `logger` a structlog logger (see
+    `mox.api.logs.make_logger`). `admin_token` enables POST /api/tenants (bootstrap); if
+    None, the environment variable MOX_ADMIN_TOKEN is used; if neither, bootstrap is off.
+    The app's `ApiMetrics` is at `app[METRICS]`: wire `observe_wal_fsync` into the runtime.
+    """
+    token = admin_token if admin_token is not None else os.environ.get("MOX_ADMIN_TOKEN") or None
+    api = _Api(node, config, ApiMetrics(registry, lambda: status_view(node)), logger, token)
+    app = web.Application(middlewares=[api.middleware], client_max_size=REQUEST_BODY_MAX_BYTES)
+    app[METRICS] = api.metrics
+    app.on_cleanup.append(api.close)
+    app.router.add_get("/health", api.health)
+    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_post("/api/tenants", api.create_tenant)
+    app.router.add_get("/api/tenant", api.get_tenant)
+    app.router.add_post("/api/keys", api.issue_key)
+    app.router.add_delete("/api/keys/{id}", api.revoke_key)
+    app.router.add_post("/api/talents", api.register_talent)
+    app.router.add_get("/api/talents", api.list_talents)
+    app.router.add_get("/api/talents/{id}", api.get_talent)
+    app.router.add_patch("/api/talents/{id}", api.patch_talent)
+    app.router.add_delete("/api/talents/{id}", api.delete_talent)
+    app.router.add_get("/api/talents/{id}/events", api.talent_events)
+    return app

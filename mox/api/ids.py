@@ -1,0 +1,31 @@
+"""ULIDs for the ids the API node assigns before proposing a command.
+
+A ULID is 48 bits of Unix milliseconds then 80 random bits, in Crockford base32 (26
+characters, sortable by creation time). This runs only on the production API path; the
+state machine never generates ids, it receives them in the command.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Final
+
+_CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BYTES: Final = 10
+
+
+def format_ulid(time_ms: int, randomness: bytes) -> str:
+    assert 0 <= time_ms < 1 << 48, time_ms
+    assert len(randomness) == _RANDOM_BYTES, len(randomness)
+    value = (time_ms << 80) | int.from_bytes(randomness, "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    assert value == 0
+    return "".join(reversed(chars))
+
+
+def new_ulid() -> str:
+    return format_ulid(time.time_ns() // 1_000_000, os.urandom(_RANDOM_BYTES))

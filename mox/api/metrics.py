@@ -1,0 +1,114 @@
+"""Prometheus metrics of one node, in a registry that belongs to that node's app.
+
+Node gauges (role, term, commit and applied index, replication lag per follower) are read
+from the node's status at scrape time by a collector, so they are never stale and cost
+nothing between scrapes. Request latency is labelled by route pattern
+(`/api/talents/{id}`), never by raw path, so label cardinality stays bounded. The WAL fsync
+histogram is fed by the runtime through `observe_wal_fsync`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from mox.api.status import ROLES, NodeStatusView
+
+REQUEST_BUCKETS_S: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+FSYNC_BUCKETS_S: Final = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.5,
+)
+
+
+class _NodeCollector(Collector):
+    def __init__(self, status: Callable[[], NodeStatusView]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        view = self._status()
+        role = GaugeMetricFamily("mox_node_role", "1 for the node's current role", labels=["role"])
+        for name in ROLES:
+            role.add_metric([name], 1.0 if view.role == name else 0.0)
+        yield role
+        yield GaugeMetricFamily("mox_node_term", "current Raft term", value=view.term)
+        yield GaugeMetricFamily(
+            "mox_node_commit_index", "highest committed log index", value=view.commit_index
+        )
+        yield GaugeMetricFamily(
+            "mox_node_applied_index", "highest applied log index", value=view.applied_index
+        )
+        leader = -1 if view.leader_id is None else view.leader_id
+        yield GaugeMetricFamily(
+            "mox_node_leader_id", "the leader this node knows of (-1: none)", value=leader
+        )
+        lag = GaugeMetricFamily(
+            "mox_replication_lag_entries",
+            "entries the leader has that a follower has not matched (leader only)",
+            labels=["follower"],
+        )
+        for follower_id, lag_entries in view.replication_lag_entries.items():
+            lag.add_metric([str(follower_id)], float(lag_entries))
+        yield lag
+
+
+class ApiMetrics:
+    """The metrics of one node's API, registered in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry, status: Callable[[], NodeStatusView]) -> None:
+        self.registry = registry
+        self.request_seconds = Histogram(
+            "mox_http_request_duration_seconds",
+            "HTTP request latency by method, route pattern and status",
+            ["method", "route", "status"],
+            registry=registry,
+            buckets=REQUEST_BUCKETS_S,
+        )
+        self.forwarded = Counter(
+            "mox_http_forwarded_requests",
+            "requests this node forwarded to the leader",
+            registry=registry,
+        )
+        self.wal_fsync_seconds = Histogram(
+            "mox_wal_fsync_duration_seconds",
+            "time of one durable WAL write (write + fdatasync)",
+            registry=registry,
+            buckets=FSYNC_BUCKETS_S,
+        )
+        registry.register(_NodeCollector(status))
+
+    def observe_request(self, method: str, route: str, status: int, duration_s: float) -> None:
+        self.request_seconds.labels(method, route, str(status)).observe(duration_s)
+
+    def observe_wal_fsync(self, duration_s: float) -> None:
+        """The hook the node runtime calls after each WAL sync."""
+        assert duration_s >= 0, duration_s
+        self.wal_fsync_seconds.observe(duration_s)
