@@ -573,7 +573,10 @@ class Wal:
     # -- housekeeping ------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the segment files. Queued records that were not committed are dropped."""
+        """Close the segment files and abandon an in-flight flush (its records may or may
+        not be durable). Queued records that were not committed are dropped."""
+        if self._flush_task is not None and not self._flush_task.done():
+            self._flush_task.cancel()
         for segment in self._segments:
             segment.file.close()
         self._pending.clear()
