@@ -33,7 +33,14 @@ def free_port() -> int:
 
 
 class RunningNode:
-    def __init__(self, node: Node, runner: web.AppRunner, url: str, logs: io.StringIO, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        node: Node,
+        runner: web.AppRunner,
+        url: str,
+        logs: io.StringIO,
+        registry: CollectorRegistry,
+    ) -> None:
         self.node = node
         self.runner = runner
         self.url = url
@@ -58,16 +65,25 @@ class Cluster:
 
     def config(self, node_id: int) -> MoxConfig:
         nodes = [
-            {"id": i, "host": "127.0.0.1", "client_port": self.client_ports[i], "cluster_port": self.cluster_ports[i]}
+            {
+                "id": i,
+                "host": "127.0.0.1",
+                "client_port": self.client_ports[i],
+                "cluster_port": self.cluster_ports[i],
+            }
             for i in self.client_ports
         ]
-        return parse_config({"cluster": {"node_id": node_id, "nodes": nodes, "cluster_id": "apitest"}})
+        return parse_config(
+            {"cluster": {"node_id": node_id, "nodes": nodes, "cluster_id": "apitest"}}
+        )
 
     async def start_node(self, node_id: int) -> RunningNode:
         config = self.config(node_id)
         logs = io.StringIO()
         logger = make_logger(logs, node=node_id)
-        peers = {i: ("127.0.0.1", self.cluster_ports[i]) for i in self.cluster_ports if i != node_id}
+        peers = {
+            i: ("127.0.0.1", self.cluster_ports[i]) for i in self.cluster_ports if i != node_id
+        }
         transport = TcpTransport(
             node_id,
             ("127.0.0.1", self.cluster_ports[node_id]),
@@ -92,7 +108,9 @@ class Cluster:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.client_ports[node_id]).start()
-        running = RunningNode(node, runner, f"http://127.0.0.1:{self.client_ports[node_id]}", logs, registry)
+        running = RunningNode(
+            node, runner, f"http://127.0.0.1:{self.client_ports[node_id]}", logs, registry
+        )
         self.nodes[node_id] = running
         return running
 
@@ -106,7 +124,10 @@ class Cluster:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while asyncio.get_running_loop().time() < deadline:
             for node_id, running in self.nodes.items():
-                if running.node.status().role == "leader" and running.node.status().applied_index >= 1:
+                if (
+                    running.node.status().role == "leader"
+                    and running.node.status().applied_index >= 1
+                ):
                     return node_id
             await asyncio.sleep(0.02)
         raise AssertionError("no leader elected")
@@ -129,7 +150,9 @@ class Cluster:
         self.nodes.clear()
 
 
-async def bootstrap(session: aiohttp.ClientSession, url: str, slug: str) -> tuple[str, dict[str, Any]]:
+async def bootstrap(
+    session: aiohttp.ClientSession, url: str, slug: str
+) -> tuple[str, dict[str, Any]]:
     """Create a tenant; return its owner API key and the response body."""
     async with session.post(
         f"{url}/api/tenants",
