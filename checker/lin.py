@@ -170,9 +170,15 @@ def check_kv(
 
 
 def check_stale_reads(
-    operations: Sequence[LinOp], *, initial: dict[str, Any] | None = None
+    operations: Sequence[LinOp],
+    *,
+    initial: dict[str, Any] | None = None,
+    absent_ok: bool = False,
 ) -> list[str]:
-    """Stale reads that return a value nobody wrote (before the read completed) to that key."""
+    """Stale reads that return a value nobody wrote (before the read completed) to that key.
+
+    With `absent_ok`, a stale read may also return None: a lagging replica that has not yet
+    applied the key's creation."""
     initial = initial or {}
     # (key, value) -> the first invocation that wrote it; values are hashable scalars.
     first_write_seq: dict[tuple[str, Any], int] = {}
@@ -183,7 +189,7 @@ def check_stale_reads(
     for read in operations:
         if not read.stale or read.status != OK:
             continue
-        if read.output == initial.get(read.key):
+        if read.output == initial.get(read.key) or (absent_ok and read.output is None):
             continue
         assert read.complete_seq is not None
         written_seq = first_write_seq.get((read.key, read.output))

@@ -42,6 +42,8 @@ INVARIANTS: tuple[str, ...] = (
     "replica_state_equal",
     "linearizability",
     "stale_reads",
+    "recovery",
+    "node_failure",
 )
 
 

@@ -153,7 +153,10 @@ class SimNetwork:
         self._describe = describe
         self._trace = trace
         self._endpoints: dict[NodeId, SimEndpoint] = {}
-        self._blocked: set[tuple[NodeId, NodeId]] = set()
+        # Named sets of cut directed links (one per fault source, so that one fault healing
+        # does not heal another's cut); `_blocked` is their union.
+        self._cuts: dict[str, frozenset[tuple[NodeId, NodeId]]] = {}
+        self._blocked: frozenset[tuple[NodeId, NodeId]] = frozenset()
         self._in_flight: dict[tuple[NodeId, NodeId], int] = {}
         self.stats = NetworkStats()
 
@@ -174,33 +177,50 @@ class SimNetwork:
 
     # -- partitions --------------------------------------------------------------------
 
-    def partition(self, groups: Sequence[Iterable[NodeId]]) -> None:
-        """Symmetric partition: nodes talk only within their group. Replaces earlier cuts."""
+    def set_cut(self, name: str, links: Iterable[tuple[NodeId, NodeId]]) -> None:
+        """Cut the directed links `links` under `name`, replacing that name's earlier cut."""
+        cut = frozenset(links)
+        for src, dst in cut:
+            assert src != dst
+        if cut:
+            self._cuts[name] = cut
+        else:
+            self._cuts.pop(name, None)
+        self._blocked = frozenset().union(*self._cuts.values())
+
+    def clear_cut(self, name: str) -> None:
+        self.set_cut(name, ())
+
+    def partition(self, groups: Sequence[Iterable[NodeId]], *, name: str = "partition") -> None:
+        """Symmetric partition: nodes talk only within their group."""
         group_of: dict[NodeId, int] = {}
         for group_index, group in enumerate(groups):
             for node in group:
                 assert node not in group_of, f"node {node} is in two groups"
                 group_of[node] = group_index
         nodes = sorted(group_of)
-        self._blocked = {
-            (a, b) for a in nodes for b in nodes if a != b and group_of[a] != group_of[b]
-        }
+        self.set_cut(
+            name, [(a, b) for a in nodes for b in nodes if a != b and group_of[a] != group_of[b]]
+        )
 
-    def block(self, src: NodeId, dst: NodeId) -> None:
+    def block(self, src: NodeId, dst: NodeId, *, name: str = "block") -> None:
         """One-way cut: packets from src to dst are lost; dst to src still flows."""
         assert src != dst
-        self._blocked.add((src, dst))
+        self.set_cut(name, self._cuts.get(name, frozenset()) | {(src, dst)})
 
-    def isolate(self, node: NodeId, nodes: Iterable[NodeId]) -> None:
+    def isolate(self, node: NodeId, nodes: Iterable[NodeId], *, name: str = "isolate") -> None:
         """Cut `node` off from every other node of `nodes`, both ways."""
+        links = set(self._cuts.get(name, frozenset()))
         for other in nodes:
             if other != node:
-                self._blocked.add((node, other))
-                self._blocked.add((other, node))
+                links.add((node, other))
+                links.add((other, node))
+        self.set_cut(name, links)
 
     def heal(self) -> None:
         """Every link works again (packets already lost stay lost)."""
-        self._blocked.clear()
+        self._cuts.clear()
+        self._blocked = frozenset()
 
     def is_blocked(self, src: NodeId, dst: NodeId) -> bool:
         return (src, dst) in self._blocked

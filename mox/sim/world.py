@@ -1,0 +1,640 @@
+"""A whole Mox cluster in simulated time, disk and network, with faults, checks and a trace.
+
+Theory of operation. `World(config).run()` builds N `mox.node.Node`s, the same class
+`mox start` runs, each over its own `SimDisk`, all on one `SimNetwork`, on a fresh
+`VirtualTimeLoop`. Every source of randomness is a child of one `random.Random(seed)`,
+derived in a fixed order, so the seed decides everything: the fault plan (swarm), each
+disk's faults, each node's election timeouts and clock drift, the network's delays and
+losses, when faults strike, and what the clients do.
+
+A run has three phases:
+
+1. faults: clients write and read while fault tasks crash and restart nodes and cut links,
+   for `duration_s` of virtual time or `steps_max` node steps;
+2. heal: faults stop, every link heals, every crashed node restarts, clients finish;
+   the cluster must converge (one leader, every log, commit and applied index equal)
+   within `converge_bound_s`;
+3. final checks: every acknowledged write is applied on every replica (each client's
+   session record on every replica covers its highest acknowledged request), replicas'
+   state store checksums are equal, final reads agree, and the history is linearizable.
+
+After every step of every node (one Ready handled) the `InvariantChecker` checks election
+safety, log matching, committed-entry persistence, leader completeness and state machine
+safety; log prefixes are compared across nodes every `prefix_check_every_steps` steps.
+The first violation stops the run. A node that dies of an exception (an assertion in the
+core or storage, a recovery that fails) is a violation too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import random
+import time
+from typing import IO, Any
+
+import attrs
+import msgspec
+import xxhash
+
+import mox
+from checker.lin import HistoryRecorder, check_kv, check_stale_reads
+from mox.consensus.raft.messages import decode_message
+from mox.consensus.raft.trace import message_to_trace
+from mox.io.sim import DiskFaults, SimClock, SimDisk, SimRandom
+from mox.io.simloop import VirtualTimeLoop
+from mox.node.errors import RequestError
+from mox.node.runtime import Node, NodeConfig
+from mox.node.trace import TraceLog
+from mox.sim.faults import FaultPlan
+from mox.sim.invariants import InvariantChecker, Violation
+from mox.sim.network import NetworkFaults, SimNetwork
+from mox.sim.workload import TENANT_ID, Workload, WorkloadConfig, talent_id
+from mox.statemachine import keys
+from mox.statemachine.commands import GetTalent, decode_result, encode_query
+from mox.statemachine.model import Session
+from mox.storage.lsm import LsmOptions
+
+__all__ = ["SimResult", "World", "WorldConfig", "run_seed"]
+
+_session_decoder = msgspec.msgpack.Decoder(Session)
+
+
+@attrs.frozen
+class WorldConfig:
+    seed: int
+    nodes: int = 3
+    faults: FaultPlan = attrs.field(factory=FaultPlan.none)
+    # The fault phase lasts this much virtual time, or until this many node steps.
+    duration_s: float = 3.0
+    steps_max: int | None = None
+    converge_bound_s: float = 30.0
+    workload: WorkloadConfig = attrs.field(factory=WorkloadConfig)
+    tick_interval_s: float = 0.010
+    heartbeat_ticks: int = 5
+    election_timeout_ticks_min: int = 15
+    election_timeout_ticks_max: int = 30
+    snapshot_threshold_entries: int = 48
+    wal_segment_size_bytes: int = 64 * 1024
+    prefix_check_every_steps: int = 50
+    trace: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.nodes not in (1, 3, 5):
+            raise ValueError(f"nodes must be 1, 3 or 5, got {self.nodes}")
+        if self.duration_s <= 0:
+            raise ValueError(f"duration_s must be > 0, got {self.duration_s}")
+        if self.steps_max is not None and self.steps_max < 1:
+            raise ValueError(f"steps_max must be >= 1, got {self.steps_max}")
+
+
+@attrs.frozen
+class SimResult:
+    seed: int
+    nodes: int
+    faults: str
+    ok: bool
+    violation: Violation | None
+    steps: int
+    simulated_s: float
+    wall_s: float
+    faults_injected: dict[str, int]
+    checks: dict[str, int]
+    operations: dict[str, int]
+    state_hash: str
+    trace_sha256: str
+    trace_lines: int
+    linearizability: str
+
+    def summary_line(self) -> str:
+        verdict = "ok" if self.ok else f"VIOLATION {self.violation.describe() if self.violation else ''}"
+        return (
+            f"seed {self.seed}: {verdict}; {self.steps} steps, {self.simulated_s:.1f} s simulated, "
+            f"faults {self.faults}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = attrs.asdict(self, recurse=True)
+        return out
+
+
+class _Stop(Exception):
+    """Raised inside the run to end it at a violation."""
+
+
+class World:
+    """One simulated cluster run. `run()` executes it on a fresh VirtualTimeLoop."""
+
+    def __init__(self, config: WorldConfig, *, trace_out: IO[str] | None = None) -> None:
+        self.config = config
+        root = random.Random(config.seed)
+
+        def child() -> random.Random:
+            return random.Random(root.getrandbits(64))
+
+        self._plan_rng = SimRandom(child())
+        self._net_rng = SimRandom(child())
+        self._workload_rng = SimRandom(child())
+        self._fault_rng = SimRandom(child())
+        self.node_ids: tuple[int, ...] = tuple(range(1, config.nodes + 1))
+        self._disk_rngs = {n: child() for n in self.node_ids}
+        self._node_rngs = {n: SimRandom(child()) for n in self.node_ids}
+        self._drift_draws = {n: self._plan_rng.random() for n in self.node_ids}
+        self.plan = config.faults.resolve(self._plan_rng)
+        self._trace_out = trace_out
+
+        self.clock = SimClock()  # true virtual time, for the trace and the history
+        self.trace = TraceLog(self.clock, out=trace_out) if config.trace else None
+        plan = self.plan
+        self.network = SimNetwork(
+            self._net_rng,
+            _network_faults(plan),
+            describe=_describe if config.trace else None,
+            trace=self.trace.emit if self.trace is not None else None,
+        )
+        disk_faults = DiskFaults(
+            torn_write_probability=0.5 * plan.intensity("disk"),
+            sync_latency_s_min=0.0001,
+            sync_latency_s_max=0.001 + 0.01 * plan.intensity("disk"),
+        )
+        self.disks = {n: SimDisk(self._disk_rngs[n], disk_faults) for n in self.node_ids}
+        self.drift_ppm = {
+            n: (2 * self._drift_draws[n] - 1) * 50_000 * plan.intensity("clock_drift")
+            for n in self.node_ids
+        }
+        self.nodes: dict[int, Node | None] = {n: None for n in self.node_ids}
+        self.checker = InvariantChecker()
+        self.history = HistoryRecorder()
+        self.workload = Workload(
+            self, self._workload_rng, self.clock, config.workload, self.history
+        )
+        self.faults_injected: dict[str, int] = {}
+        self._restart_tasks: dict[int, asyncio.Task[None]] = {}
+        self._phase_over: asyncio.Event | None = None
+        self._steps_since_prefix_check = 0
+        self.steps = 0
+
+    # -- ClusterAccess (workload) ------------------------------------------------------
+
+    def running_node(self, node_id: int) -> Node | None:
+        node = self.nodes.get(node_id)
+        if node is None or node.stopped:
+            return None
+        return node
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        wall_start_s = time.perf_counter()
+        loop = VirtualTimeLoop()
+        try:
+            linearizability = loop.run_until_complete(self._main())
+        finally:
+            _cancel_all(loop)
+            loop.close()
+        wall_s = time.perf_counter() - wall_start_s
+        trace_text = self.trace.text() if self.trace is not None else ""
+        net = self.network.stats
+        injected = dict(self.faults_injected)
+        for kind, count in (
+            ("net_dropped_loss", net.dropped_loss),
+            ("net_dropped_partition", net.dropped_partition),
+            ("net_dropped_down", net.dropped_down),
+            ("net_duplicated", net.duplicated),
+        ):
+            if count:
+                injected[kind] = count
+        for disk in self.disks.values():
+            for kind, count in disk.fault_counts.items():
+                if count:
+                    injected[f"disk_{kind}"] = injected.get(f"disk_{kind}", 0) + count
+        violation = self.checker.violation
+        return SimResult(
+            seed=self.config.seed,
+            nodes=self.config.nodes,
+            faults=self.plan.describe(),
+            ok=violation is None,
+            violation=violation,
+            steps=self.steps,
+            simulated_s=round(self._end_s, 6),
+            wall_s=wall_s,
+            faults_injected=dict(sorted(injected.items())),
+            checks=dict(self.checker.checks),
+            operations=self.history.counts(),
+            state_hash=self._state_hash,
+            trace_sha256=xxhash.xxh3_128_hexdigest(trace_text.encode()),
+            trace_lines=len(self.trace.lines) if self.trace is not None else 0,
+            linearizability=linearizability,
+        )
+
+    async def _main(self) -> str:
+        loop = asyncio.get_running_loop()
+        self._phase_over = asyncio.Event()
+        self._end_s = 0.0
+        self._state_hash = ""
+        if self.trace is not None:
+            self.trace.header(
+                {
+                    "nodes": list(self.node_ids),
+                    "config": list(self.node_ids),
+                    "seed": self.config.seed,
+                    "faults": self.plan.to_json(),
+                    "mox_version": mox.__version__,
+                }
+            )
+        linearizability = "not checked"
+        try:
+            for node_id in self.node_ids:
+                await self._start_node(node_id)
+            stop_clients = asyncio.Event()
+            clients = [
+                loop.create_task(self._clients(stop_clients), name="clients"),
+            ]
+            fault_tasks = [loop.create_task(t) for t in self._fault_tasks()]
+            timer = loop.call_later(self.config.duration_s, self._phase_over.set)
+            await self._phase_over.wait()
+            timer.cancel()
+            self._raise_if_violated()
+            # Phase 2: heal.
+            for task in fault_tasks:
+                task.cancel()
+            await asyncio.gather(*fault_tasks, return_exceptions=True)
+            self.network.heal()
+            self.network.faults = NetworkFaults()
+            for node_id in self.node_ids:
+                restart = self._restart_tasks.pop(node_id, None)
+                if restart is not None:
+                    restart.cancel()
+                if self.nodes[node_id] is None:
+                    await self._start_node(node_id)
+            stop_clients.set()
+            await asyncio.gather(*clients)
+            self._raise_if_violated()
+            await self._converge()
+            self._raise_if_violated()
+            # Phase 3: final checks.
+            linearizability = await self._final_checks()
+        except _Stop:
+            pass
+        finally:
+            self._end_s = loop.time()
+            self._state_hash = self._compute_state_hash()
+            for node in self.nodes.values():
+                if node is not None and not node.stopped:
+                    node.crash()
+        return linearizability
+
+    async def _clients(self, stop: asyncio.Event) -> None:
+        await self.workload.setup(stop)
+        if not self.workload.setup_done:
+            return
+        await asyncio.gather(
+            *(self.workload.run_client(k, stop) for k in range(self.config.workload.clients))
+        )
+
+    def _raise_if_violated(self) -> None:
+        if self.checker.failed:
+            raise _Stop()
+
+    def _violate(self, invariant: str, node_id: int | None, detail: str) -> None:
+        self.checker.fail(invariant, node_id, detail)
+        assert self._phase_over is not None
+        self._phase_over.set()
+
+    # -- nodes -------------------------------------------------------------------------
+
+    def _node_config(self, node_id: int) -> NodeConfig:
+        config = self.config
+        rate = 1.0 + self.drift_ppm[node_id] / 1_000_000
+        return NodeConfig(
+            node_id=node_id,
+            members=self.node_ids,
+            cluster_id="sim",
+            # A fast clock ticks more often in true time.
+            tick_interval_s=config.tick_interval_s / rate,
+            heartbeat_ticks=config.heartbeat_ticks,
+            election_timeout_ticks_min=config.election_timeout_ticks_min,
+            election_timeout_ticks_max=config.election_timeout_ticks_max,
+            snapshot_threshold_entries=config.snapshot_threshold_entries,
+            wal_segment_size_bytes=config.wal_segment_size_bytes,
+            lsm_options=LsmOptions(memtable_size_bytes=256 * 1024, verify_blocks_on_open=True),
+        )
+
+    async def _start_node(self, node_id: int) -> None:
+        assert self.nodes[node_id] is None
+        disk = self.disks[node_id]
+        endpoint = self.network.endpoint(node_id)
+        try:
+            node = await Node.open(
+                self._node_config(node_id),
+                fs=disk.filesystem(),
+                transport=endpoint,
+                clock=SimClock(drift_ppm=self.drift_ppm[node_id]),
+                rng=self._node_rngs[node_id],
+                trace=self.trace,
+                observer=self._on_step,
+            )
+        except Exception as exc:  # a recovery that fails is a finding, not a crash of the sim
+            endpoint.close_now()
+            self._violate("recovery", node_id, f"node {node_id} failed to open: {exc!r}")
+            raise _Stop() from exc
+        self.nodes[node_id] = node
+        task = node.start()
+        task.add_done_callback(functools.partial(self._on_node_done, node_id))
+
+    def _on_node_done(self, node_id: int, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._violate(
+                "node_failure", node_id, f"node {node_id} died: {type(exc).__name__}: {exc}"
+            )
+
+    def crash(self, node_id: int) -> None:
+        node = self.nodes[node_id]
+        assert node is not None
+        node.crash()
+        self.disks[node_id].crash()
+        self.nodes[node_id] = None
+        self._count("crash")
+
+    def _on_step(self, node: Node, appended: list[tuple[int, int, int]], applied: list[tuple[int, int]]) -> None:
+        self.steps += 1
+        checker = self.checker
+        checker.on_step(node, appended, applied)
+        self._steps_since_prefix_check += 1
+        if self._steps_since_prefix_check >= self.config.prefix_check_every_steps:
+            self._steps_since_prefix_check = 0
+            checker.check_log_prefixes([n for n in self.nodes.values() if n is not None])
+        if checker.failed or (
+            self.config.steps_max is not None and self.steps >= self.config.steps_max
+        ):
+            assert self._phase_over is not None
+            self._phase_over.set()
+
+    def _count(self, kind: str) -> None:
+        self.faults_injected[kind] = self.faults_injected.get(kind, 0) + 1
+
+    # -- faults ------------------------------------------------------------------------
+
+    def _fault_tasks(self) -> list[Any]:
+        plan = self.plan
+        tasks: list[Any] = []
+        if plan.enabled("crash") and self.config.nodes > 1:
+            tasks.append(self._crash_loop(plan.intensity("crash")))
+        if plan.enabled("partition") and self.config.nodes > 1:
+            tasks.append(self._partition_loop(plan.intensity("partition")))
+        if plan.enabled("asymmetric") and self.config.nodes > 1:
+            tasks.append(self._asymmetric_loop(plan.intensity("asymmetric")))
+        if plan.enabled("isolate_leader") and self.config.nodes > 1:
+            tasks.append(self._isolate_leader_loop(plan.intensity("isolate_leader")))
+        if plan.enabled("flapping") and self.config.nodes > 1:
+            tasks.append(self._flapping_loop(plan.intensity("flapping")))
+        return tasks
+
+    def _exp_s(self, mean_s: float) -> float:
+        return -math.log(1.0 - self._fault_rng.random()) * mean_s
+
+    def _uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * self._fault_rng.random()
+
+    def _pick(self, items: list[int]) -> int:
+        return items[self._fault_rng.randrange(0, len(items))]
+
+    async def _crash_loop(self, intensity: float) -> None:
+        down_max = (self.config.nodes - 1) // 2
+        while True:
+            await asyncio.sleep(self._exp_s(2.0 / intensity))
+            running = [n for n in self.node_ids if self.nodes[n] is not None]
+            down = len(self.node_ids) - len(running)
+            if down >= down_max or not running:
+                continue
+            victim = self._pick(running)
+            self.crash(victim)
+            delay_s = self._uniform(0.05, 1.5)
+            self._restart_tasks[victim] = asyncio.get_running_loop().create_task(
+                self._restart_after(victim, delay_s)
+            )
+
+    async def _restart_after(self, node_id: int, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        self._restart_tasks.pop(node_id, None)
+        if self.nodes[node_id] is None:
+            self._count("restart")
+            try:
+                await self._start_node(node_id)
+            except _Stop:
+                return
+
+    async def _partition_loop(self, intensity: float) -> None:
+        minority_max = (self.config.nodes - 1) // 2
+        while True:
+            await asyncio.sleep(self._exp_s(2.0 / intensity))
+            ids = list(self.node_ids)
+            minority: list[int] = []
+            size = 1 + self._fault_rng.randrange(0, minority_max)
+            for _ in range(size):
+                node = self._pick(ids)
+                ids.remove(node)
+                minority.append(node)
+            self.network.partition([sorted(minority), ids])
+            self._count("partition")
+            await asyncio.sleep(self._uniform(0.2, 2.0))
+            self.network.clear_cut("partition")
+
+    async def _asymmetric_loop(self, intensity: float) -> None:
+        while True:
+            await asyncio.sleep(self._exp_s(2.0 / intensity))
+            src = self._pick(list(self.node_ids))
+            dst = self._pick([n for n in self.node_ids if n != src])
+            self.network.block(src, dst, name="asymmetric")
+            self._count("asymmetric")
+            await asyncio.sleep(self._uniform(0.2, 2.0))
+            self.network.clear_cut("asymmetric")
+
+    async def _isolate_leader_loop(self, intensity: float) -> None:
+        while True:
+            await asyncio.sleep(self._exp_s(2.0 / intensity))
+            leaders = [
+                n for n in self.node_ids if (node := self.nodes[n]) is not None and node.is_leader
+            ]
+            if not leaders:
+                continue
+            leader = max(leaders, key=lambda n: (self.nodes[n].core.term, n))  # type: ignore[union-attr]
+            self.network.isolate(leader, self.node_ids, name="isolate_leader")
+            self._count("isolate_leader")
+            await asyncio.sleep(self._uniform(0.3, 2.0))
+            self.network.clear_cut("isolate_leader")
+
+    async def _flapping_loop(self, intensity: float) -> None:
+        while True:
+            await asyncio.sleep(self._exp_s(3.0 / intensity))
+            a = self._pick(list(self.node_ids))
+            b = self._pick([n for n in self.node_ids if n != a])
+            self._count("flapping")
+            end_s = asyncio.get_running_loop().time() + self._uniform(0.5, 2.0)
+            down = False
+            while asyncio.get_running_loop().time() < end_s:
+                down = not down
+                if down:
+                    self.network.set_cut("flapping", [(a, b), (b, a)])
+                else:
+                    self.network.clear_cut("flapping")
+                await asyncio.sleep(self._uniform(0.02, 0.15))
+            self.network.clear_cut("flapping")
+
+    # -- convergence and final checks --------------------------------------------------
+
+    def _converged(self) -> bool:
+        nodes = [self.nodes[n] for n in self.node_ids]
+        if any(node is None for node in nodes):
+            return False
+        statuses = [node.status() for node in nodes if node is not None]
+        leaders = [s for s in statuses if s.role == "leader"]
+        if len(leaders) != 1:
+            return False
+        leader = leaders[0]
+        return all(
+            s.term == leader.term
+            and s.leader_id == leader.node_id
+            and s.last_index == leader.last_index
+            and s.commit_index == leader.last_index
+            and s.applied_index == leader.last_index
+            for s in statuses
+        )
+
+    async def _converge(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + self.config.converge_bound_s
+        while not self._converged():
+            if loop.time() >= deadline_s:
+                statuses = "; ".join(
+                    repr(node.status()) if node is not None else f"node {n} down"
+                    for n, node in self.nodes.items()
+                )
+                self._violate(
+                    "convergence",
+                    None,
+                    f"not converged {self.config.converge_bound_s} s after healing: {statuses}",
+                )
+                raise _Stop()
+            await asyncio.sleep(0.05)
+            self._raise_if_violated()
+
+    async def _final_checks(self) -> str:
+        checker = self.checker
+        nodes = [node for node in self.nodes.values() if node is not None]
+        checker.check_log_prefixes(nodes)
+        self._raise_if_violated()
+        checksums = {node.node_id: node.lsm.checksum() for node in nodes}
+        checker.checks["replica_state_equal"] += 1
+        if len(set(checksums.values())) != 1:
+            self._violate("replica_state_equal", None, f"state store checksums differ: {checksums}")
+            raise _Stop()
+        # Every acknowledged write is applied on every replica: each client's session on
+        # every replica has seen at least its highest acknowledged request.
+        acked_seq: dict[str, int] = {}
+        for op in self.history.operations:
+            if op.kind == "write" and op.status == "ok":
+                client = str(op.client)
+                seq = int(str(op.value).rsplit("-", 1)[1])
+                acked_seq[client] = max(acked_seq.get(client, 0), seq)
+        for node in nodes:
+            for client, seq in sorted(acked_seq.items()):
+                checker.checks["acknowledged_writes_applied"] += 1
+                raw = node.lsm.get(keys.session_key(TENANT_ID, client))
+                last_seq = _session_decoder.decode(raw).last_seq if raw is not None else 0
+                if last_seq < seq:
+                    self._violate(
+                        "acknowledged_writes_applied",
+                        node.node_id,
+                        f"client {client}'s request {seq} was acknowledged, but node "
+                        f"{node.node_id} applied only up to {last_seq}",
+                    )
+                    raise _Stop()
+        # Final reads: linearizable through the leader (into the history), and every
+        # replica's local state must agree with them.
+        leader = next(node for node in nodes if node.is_leader)
+        if self.workload.setup_done:
+            for k in range(self.config.workload.keys):
+                key = talent_id(k)
+                query = encode_query(TENANT_ID, GetTalent(talent_id=key))
+                op = self.history.invoke("final", "read", key, None, self.clock.monotonic_ns())
+                try:
+                    raw = await asyncio.wait_for(leader.read(query), 5.0)
+                except (RequestError, TimeoutError) as exc:
+                    self._violate("convergence", leader.node_id, f"final read failed: {exc!r}")
+                    raise _Stop() from exc
+                value = decode_result(raw).decode_value(dict[str, Any])["displayName"]
+                self.history.ok(op, self.clock.monotonic_ns(), value)
+                for node in nodes:
+                    checker.checks["replica_state_equal"] += 1
+                    local = decode_result(await node.read(query, linearizable=False))
+                    local_value = local.decode_value(dict[str, Any])["displayName"]
+                    if local_value != value:
+                        self._violate(
+                            "replica_state_equal",
+                            node.node_id,
+                            f"{key} is {local_value!r} on node {node.node_id}, {value!r} on the leader",
+                        )
+                        raise _Stop()
+        initial = self.workload.initial_values
+        problems = check_stale_reads(self.history.operations, initial=initial, absent_ok=True)
+        checker.checks["stale_reads"] += 1
+        if problems:
+            self._violate("stale_reads", None, problems[0])
+            raise _Stop()
+        result = check_kv(self.history.operations, initial=initial)
+        checker.checks["linearizability"] += 1
+        if result.ok is False:
+            self._violate("linearizability", None, result.explanation)
+            raise _Stop()
+        verdict = "linearizable" if result.ok else result.explanation
+        return f"{verdict} ({result.operations_checked} operations, {result.keys_checked} keys)"
+
+    def _compute_state_hash(self) -> str:
+        digest = xxhash.xxh3_128()
+        for node_id in self.node_ids:
+            node = self.nodes[node_id]
+            if node is None:
+                digest.update(f"{node_id}:down;".encode())
+                continue
+            status = node.status()
+            digest.update(
+                f"{node_id}:{status.role}:{status.term}:{status.commit_index}:"
+                f"{status.applied_index}:{status.last_index}:{node.lsm.checksum()};".encode()
+            )
+        return digest.hexdigest()
+
+
+def _network_faults(plan: FaultPlan) -> NetworkFaults:
+    return NetworkFaults(
+        loss_probability=0.15 * plan.intensity("loss"),
+        duplicate_probability=0.1 * plan.intensity("duplicate"),
+        reorder_probability=0.5 * plan.intensity("reorder"),
+        reorder_delay_max_ms=50.0,
+    )
+
+
+def _describe(payload: bytes) -> dict[str, Any] | None:
+    try:
+        return message_to_trace(decode_message(payload))
+    except ValueError:
+        return None
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on the loop (node tasks of a stopped run) and let it unwind."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def run_seed(config: WorldConfig, *, trace_out: IO[str] | None = None) -> SimResult:
+    """Run one seed and return its result."""
+    return World(config, trace_out=trace_out).run()
+
