@@ -19,15 +19,18 @@ import xxhash
 
 from mox.errors import CorruptionError, FormatError
 from mox.io.interfaces import FileSystem
-from mox.storage.lsm.sstable import TableProps
+from mox.storage.lsm.sstable import TableProps, near_miss
 
 __all__ = ["MANIFEST_MAGIC", "MANIFEST_VERSION", "ManifestState", "read_manifest", "write_manifest"]
 
 MANIFEST_MAGIC = b"MOXMANIF"
 MANIFEST_VERSION = 1
 _HEADER = struct.Struct("<8sIIQ")
+_PREFIX = struct.Struct("<8sII")  # the header before its checksum
+_CHECKSUM = struct.Struct("<Q")
 # A manifest lists table metadata only; anything near this size is damage, not data.
 _BODY_SIZE_BYTES_MAX = 64 * 1024 * 1024
+_WRITE_ATTEMPTS = 3
 
 
 class ManifestState(msgspec.Struct, array_like=True, frozen=True):
@@ -55,14 +58,24 @@ async def write_manifest(fs: FileSystem, directory: str, state: ManifestState) -
     assert state.applied_index >= 0 and state.last_seq >= 0
     body = _encoder.encode(state)
     assert len(body) < _BODY_SIZE_BYTES_MAX
-    header = _HEADER.pack(MANIFEST_MAGIC, MANIFEST_VERSION, len(body), xxhash.xxh3_64_intdigest(body))
+    prefix = _PREFIX.pack(MANIFEST_MAGIC, MANIFEST_VERSION, len(body))
+    header = prefix + _CHECKSUM.pack(xxhash.xxh3_64_intdigest(prefix + body))
+    image = header + body
     temp_name = f"{directory}/MANIFEST.tmp"
-    file = fs.open(temp_name, create=True)
-    try:
-        file.truncate(0)
-        await file.write_sync([(0, header + body)])
-    finally:
-        file.close()
+    for attempt in range(_WRITE_ATTEMPTS):
+        file = fs.open(temp_name, create=True)
+        try:
+            file.truncate(0)
+            await file.write_sync([(0, image)])
+            # Read back before the rename: a write the disk put elsewhere must not become
+            # the only manifest.
+            intact = file.size() == len(image) and file.pread(0, len(image)) == image
+        finally:
+            file.close()
+        if intact:
+            break
+        if attempt == _WRITE_ATTEMPTS - 1:
+            raise CorruptionError(f"{fs.root}/{temp_name}", 0, "manifest did not read back intact")
     fs.rename(temp_name, manifest_name(directory))
     await fs.sync_dir(directory)
 
@@ -78,18 +91,28 @@ def read_manifest(fs: FileSystem, directory: str) -> ManifestState:
             raise FormatError(path, f"not a manifest: {size_bytes} bytes is shorter than the header")
         magic, version, body_len, checksum = _HEADER.unpack(header)
         if magic != MANIFEST_MAGIC:
+            if near_miss(magic, MANIFEST_MAGIC):
+                raise CorruptionError(path, 0, f"damaged magic {magic!r}")
             raise FormatError(path, f"not a manifest: magic {magic!r}, expected {MANIFEST_MAGIC!r}")
-        if version != MANIFEST_VERSION:
-            raise FormatError(
-                path, f"manifest format version {version}, this build reads {MANIFEST_VERSION}"
-            )
         if body_len > _BODY_SIZE_BYTES_MAX or _HEADER.size + body_len != size_bytes:
             raise CorruptionError(
                 path, 8 + 4, f"body length {body_len} does not match file size {size_bytes}"
             )
-        body = file.pread(_HEADER.size, body_len)
-        if len(body) != body_len or xxhash.xxh3_64_intdigest(body) != checksum:
-            raise CorruptionError(path, _HEADER.size, "manifest body checksum mismatch")
+        # The checksum covers magic, version and length too, so a damaged version field is
+        # reported as damage; a version we do not read is reported only on intact bytes.
+        # A second read tells a transient read error from damage at rest.
+        for attempt in range(2):
+            body = file.pread(_HEADER.size, body_len)
+            if len(body) == body_len and checksum == xxhash.xxh3_64_intdigest(
+                header[: _PREFIX.size] + body
+            ):
+                break
+            if attempt == 1:
+                raise CorruptionError(path, 0, "manifest checksum mismatch")
+        if version != MANIFEST_VERSION:
+            raise FormatError(
+                path, f"manifest format version {version}, this build reads {MANIFEST_VERSION}"
+            )
         try:
             state = _decoder.decode(body)
         except msgspec.DecodeError as exc:

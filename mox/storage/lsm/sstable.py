@@ -307,6 +307,8 @@ class Table:
         fields = _FOOTER.unpack_from(footer)
         magic, version = fields[0], fields[1]
         if magic != TABLE_MAGIC:
+            if near_miss(magic, TABLE_MAGIC):
+                raise CorruptionError(path, footer_offset, f"damaged magic {magic!r}")
             raise FormatError(path, f"not an SSTable: magic {magic!r}, expected {TABLE_MAGIC!r}")
         (checksum,) = _CHECKSUM.unpack_from(footer, _FOOTER.size)
         if checksum != xxhash.xxh3_64_intdigest(footer[: _FOOTER.size]):
@@ -412,6 +414,13 @@ class Table:
         self.file.close()
 
 
+def near_miss(magic: bytes, expected: bytes) -> bool:
+    """A magic a bit or two away from ours is our file damaged, not someone else's file."""
+    assert len(magic) == len(expected)
+    differing_bits = sum((a ^ b).bit_count() for a, b in zip(magic, expected, strict=True))
+    return differing_bits <= 2
+
+
 def read_block(file: File, file_number: int, offset: int, length: int) -> bytes:
     """The verified payload of the block at (offset, length); CorruptionError otherwise."""
     assert length >= CHECKSUM_SIZE_BYTES
@@ -429,4 +438,4 @@ def read_block(file: File, file_number: int, offset: int, length: int) -> bytes:
     raise CorruptionError(file.path, offset, "block checksum mismatch")
 
 
-__all__ += ["TABLE_MAGIC", "TABLE_VERSION", "read_block", "table_name"]
+__all__ += ["TABLE_MAGIC", "TABLE_VERSION", "near_miss", "read_block", "table_name"]

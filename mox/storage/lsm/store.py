@@ -266,8 +266,14 @@ class LsmStore:
         async with self._compaction_lock:
             if self._job is not None:
                 self._job.abandon()
+                self._remove_files(self._job.written_names)
                 self._job = None
         self._closed = True
+        # Snapshots die with the store, so replaced tables can go now rather than at reopen.
+        for table in self._obsolete:
+            table.close()
+            self._fs.remove(table_name(self._dir, table.file_number))
+        self._obsolete = []
         self._close_tables()
 
     def _close_tables(self) -> None:
