@@ -7,6 +7,7 @@ turns an intensity into concrete rates (crash every so many seconds, a loss prob
     none                         no faults
     crash,partition              those kinds at the default intensity (0.5)
     crash=0.9,loss=0.2           explicit intensities
+    all, all=0.9                 every kind, at the default or the given intensity
     swarm                        a seed-chosen random subset with random intensities
 
 Swarm testing (Groce et al.): rather than every fault in every run, each seed switches on a
@@ -75,6 +76,15 @@ class FaultPlan:
             return cls({}, swarm=True)
         if text == "all":
             return cls.all()
+        if text.startswith("all="):
+            value = text[len("all=") :]
+            try:
+                intensity = float(value)
+            except ValueError:
+                raise FaultPlanError(f"fault 'all': intensity {value!r} is not a number") from None
+            if not 0.0 < intensity <= 1.0:
+                raise FaultPlanError(f"fault 'all': intensity {value} not in (0, 1]")
+            return cls.all(intensity)
         intensities: dict[str, float] = {}
         for item in text.split(","):
             item = item.strip()

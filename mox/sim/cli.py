@@ -1,0 +1,244 @@
+"""`mox simulate`: run simulated clusters over many seeds, check them, summarise.
+
+    mox simulate --seed 7
+    mox simulate --seeds 1..200 --faults swarm --nodes 5
+    mox simulate --seeds 1..50 --faults crash,partition=0.9 --trace-dir traces/sim --json out.json
+
+Exit status: 0 when every seed passed, 1 on any violation (each one printed with its seed,
+invariant, step, trace file and the command that replays it), 2 on bad flags.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mox.sim.faults import FAULT_KINDS, FaultPlan, FaultPlanError
+from mox.sim.world import SimResult, World, WorldConfig
+
+__all__ = ["command", "parse_seed_range"]
+
+_SEED_RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*$")
+SEEDS_MAX = 1_000_000
+
+
+def parse_seed_range(text: str) -> range:
+    """`A..B` (inclusive) -> range(A, B + 1). Raises ValueError with the reason."""
+    match = _SEED_RANGE.match(text)
+    if match is None:
+        raise ValueError(f"expected A..B (e.g. 1..100), got {text!r}")
+    first, last = int(match.group(1)), int(match.group(2))
+    if last < first:
+        raise ValueError(f"the range {text!r} is empty (B < A)")
+    if last - first + 1 > SEEDS_MAX:
+        raise ValueError(f"at most {SEEDS_MAX} seeds per run")
+    return range(first, last + 1)
+
+
+def _faults_option(_ctx: click.Context, _param: click.Parameter, value: str) -> FaultPlan:
+    try:
+        return FaultPlan.parse(value)
+    except FaultPlanError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _seeds_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> range | None:
+    if value is None:
+        return None
+    try:
+        return parse_seed_range(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _replay_command(result: SimResult, args: dict[str, Any]) -> str:
+    parts = ["mox simulate", f"--seed {result.seed}"]
+    if args["nodes"] != 3:
+        parts.append(f"--nodes {args['nodes']}")
+    parts.append(f"--faults {args['faults_text']}")
+    if args["steps"] is not None:
+        parts.append(f"--steps {args['steps']}")
+    if args["duration"] != _DEFAULT_DURATION_S:
+        parts.append(f"--duration {args['duration']:g}")
+    return " ".join(parts)
+
+
+_DEFAULT_DURATION_S = 3.0
+
+
+@click.command(name="simulate")
+@click.option("--seed", type=click.IntRange(min=0), help="Run this one seed.")
+@click.option("--seeds", "seeds", callback=_seeds_option, help="Run the seeds A..B (inclusive).")
+@click.option(
+    "--nodes",
+    type=click.Choice(["1", "3", "5"]),
+    default="3",
+    show_default=True,
+    help="Cluster size.",
+)
+@click.option(
+    "--faults",
+    "faults",
+    default="swarm",
+    show_default=True,
+    callback=_faults_option,
+    help=f"none, swarm, all, or a comma list of kind[=intensity] from: {', '.join(FAULT_KINDS)}.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    help="End the fault phase after this many node steps (Readies handled).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1, max=3600.0),
+    default=_DEFAULT_DURATION_S,
+    show_default=True,
+    help="Virtual seconds of the fault phase (if --steps is not reached first).",
+)
+@click.option(
+    "--trace-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write every seed's NDJSON trace here (violations' traces always go somewhere).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the per-seed results and the totals as JSON to this file.",
+)
+def command(
+    seed: int | None,
+    seeds: range | None,
+    nodes: str,
+    faults: FaultPlan,
+    steps: int | None,
+    duration: float,
+    trace_dir: Path | None,
+    json_path: Path | None,
+) -> None:
+    """Run whole Mox clusters in simulated time, disk and network, with faults and checks."""
+    if (seed is None) == (seeds is None):
+        raise click.UsageError("give exactly one of --seed N or --seeds A..B")
+    seed_list = [seed] if seed is not None else list(seeds or [])
+    faults_text = faults.describe()
+    args = {"nodes": int(nodes), "faults_text": faults_text, "steps": steps, "duration": duration}
+    results: list[SimResult] = []
+    failures: list[tuple[SimResult, Path]] = []
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console()
+    progress = Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("violations: {task.fields[violations]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not sys.stdout.isatty(),
+    )
+    if trace_dir is not None:
+        trace_dir.mkdir(parents=True, exist_ok=True)
+    with progress:
+        task = progress.add_task("seeds", total=len(seed_list), violations=0)
+        for current in seed_list:
+            config = WorldConfig(
+                seed=current,
+                nodes=int(nodes),
+                faults=faults,
+                duration_s=duration,
+                steps_max=steps,
+            )
+            world = World(config)
+            result = world.run()
+            results.append(result)
+            trace_path: Path | None = None
+            if trace_dir is not None or not result.ok:
+                directory = trace_dir
+                if directory is None:
+                    directory = Path(tempfile.mkdtemp(prefix="mox-sim-"))
+                trace_path = directory / f"seed-{current}.ndjson"
+                assert world.trace is not None
+                trace_path.write_text(world.trace.text())
+            if not result.ok:
+                assert trace_path is not None
+                failures.append((result, trace_path))
+                progress.console.print(
+                    f"[red]seed {current}: {result.violation.describe() if result.violation else ''}"
+                )
+            progress.update(task, advance=1, violations=len(failures))
+    _print_summary(console, results, faults_text)
+    for result, trace_path in failures:
+        assert result.violation is not None
+        click.echo(
+            f"VIOLATION seed={result.seed} invariant={result.violation.invariant} "
+            f"step={result.violation.step} trace={trace_path}\n"
+            f"  {result.violation.detail}\n"
+            f"  replay: {_replay_command(result, args)}"
+        )
+    if json_path is not None:
+        json_path.write_text(json.dumps(_json_report(results), indent=2, sort_keys=True) + "\n")
+    if failures:
+        sys.exit(1)
+
+
+def _totals(results: list[SimResult]) -> dict[str, Any]:
+    faults: dict[str, int] = {}
+    checks: dict[str, int] = {}
+    for result in results:
+        for kind, count in result.faults_injected.items():
+            faults[kind] = faults.get(kind, 0) + count
+        for name, count in result.checks.items():
+            checks[name] = checks.get(name, 0) + count
+    return {
+        "seeds": len(results),
+        "violations": sum(1 for r in results if not r.ok),
+        "simulated_s": round(sum(r.simulated_s for r in results), 3),
+        "wall_s": round(sum(r.wall_s for r in results), 3),
+        "steps": sum(r.steps for r in results),
+        "operations": sum(
+            r.operations.get("write", 0)
+            + r.operations.get("read", 0)
+            + r.operations.get("stale_read", 0)
+            for r in results
+        ),
+        "faults_injected": dict(sorted(faults.items())),
+        "checks": dict(sorted(checks.items())),
+    }
+
+
+def _json_report(results: list[SimResult]) -> dict[str, Any]:
+    per_seed = []
+    for result in results:
+        item = result.to_json()
+        item.pop("wall_s", None)
+        item["wall_s"] = round(result.wall_s, 4)
+        per_seed.append(item)
+    return {"totals": _totals(results), "seeds": per_seed}
+
+
+def _print_summary(console: Any, results: list[SimResult], faults_text: str) -> None:
+    from rich.table import Table
+
+    totals = _totals(results)
+    table = Table(title=f"mox simulate — faults: {faults_text}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("seeds run", str(totals["seeds"]))
+    table.add_row("violations", str(totals["violations"]))
+    table.add_row("simulated time", f"{totals['simulated_s']:.1f} s")
+    table.add_row("wall time", f"{totals['wall_s']:.1f} s")
+    table.add_row("node steps", str(totals["steps"]))
+    table.add_row("client operations", str(totals["operations"]))
+    for kind, count in totals["faults_injected"].items():
+        table.add_row(f"fault: {kind}", str(count))
+    for name, count in totals["checks"].items():
+        table.add_row(f"check: {name}", str(count))
+    console.print(table)
