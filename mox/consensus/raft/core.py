@@ -249,6 +249,10 @@ class RaftCore:
         self._leader_start_next_index = 1
         self._read_only = ReadOnly(config.max_pending_reads)
         self._read_round = 0
+        # (index, term) of a config entry this node appended as leader removing itself.
+        self._self_removal: tuple[int, int] | None = None
+        # This node, outside its own configuration, denied a vote to a less up-to-date log.
+        self._holds_needed_entries = False
 
         # Node ids this node has seen in any configuration; others may only send leader
         # requests (AppendEntries, InstallSnapshot), which is how a lagging node learns them.
@@ -324,9 +328,32 @@ class RaftCore:
                 self.campaign()
         self._assert_invariants()
 
+    def promotable(self) -> bool:
+        """Whether this node may time out.
+
+        The spec's guard is `i in Config(i)`. The core also lets a node run whose removal from
+        the configuration is not committed yet (it is a member of the configuration at its
+        commit index) if it has evidence that it holds entries others need: it appended the
+        removal itself as leader, or it denied a vote because its log is more up to date.
+        Without this, a leader deposed right after appending its own removal holds the most
+        up-to-date log, nobody can win without its vote, and it could never run: the cluster
+        would be stuck. Its own vote does not count toward the quorum of its new configuration,
+        so safety rests on BecomeLeader's quorum check. A removed follower without such
+        evidence stays silent, so it does not disrupt the remaining members.
+        """
+        log = self.log
+        if self.id in log.config():
+            return True
+        if self.id not in log.config_at(log.commit_index):
+            return False
+        if self._holds_needed_entries:
+            return True
+        removal = self._self_removal
+        return removal is not None and log.term_at(removal[0]) == removal[1]
+
     def campaign(self) -> bool:
         """Spec Timeout: start an election now. False if not allowed (leader, or not a member)."""
-        if self.role is Role.LEADER or self.id not in self.log.config():
+        if self.role is Role.LEADER or not self.promotable():
             return False
         self.become_candidate()
         config = self.log.config()
@@ -443,6 +470,8 @@ class RaftCore:
         entry = Entry(self.term, self.log.last_index() + 1, CONFIG, [], new)
         self.log.append(entry)
         self._known.add(node)
+        if node == self.id:
+            self._self_removal = (entry.index, entry.term)
         if node != self.id and node not in self._progress:
             self._progress[node] = Progress(self._leader_start_next_index)
         if self._tracing:
@@ -574,7 +603,7 @@ class RaftCore:
     def become_candidate(self) -> None:
         """Spec Timeout: term + 1, vote for itself."""
         assert self.role is not Role.LEADER
-        assert self.id in self.log.config()
+        assert self.promotable()
         assert self.term + 1 < INDEX_LIMIT, "term overflow"
         self.term += 1
         self.voted_for = self.id
@@ -685,6 +714,8 @@ class RaftCore:
         if grant:
             self.voted_for = m.src
             self._election_elapsed_ticks = 0
+        elif self.voted_for in (NO_VOTE, m.src) and self.id not in self.log.config():
+            self._holds_needed_entries = True
         self._send(RequestVoteResponse(self.term, self.id, m.src, grant))
         if self._tracing:
             self._emit("HandleRequestVoteRequest", m, {"granted": grant})
@@ -709,6 +740,7 @@ class RaftCore:
             self.become_follower(self.term, m.src)
         self.leader_id = m.src
         self._election_elapsed_ticks = 0
+        self._holds_needed_entries = False
         log = self.log
         prev = m.prev_log_index
         if prev > log.last_index() or (
@@ -743,11 +775,16 @@ class RaftCore:
                 self._emit("HandleAppendEntriesResponse", m)
             return
         pr = self._progress_of(m.src)
+        # A reject while a snapshot is in flight answers a message sent before it: back off
+        # as the spec says, but resend nothing until the snapshot is acknowledged or the next
+        # heartbeat finds it still missing.
+        snapshot_in_flight = pr.state is ProgressState.SNAPSHOT
         if m.success:
             self._progress_acknowledged(pr, m.match_index)
         else:
             pr.next_index = max(min(pr.next_index - 1, m.match_index + 1), pr.match_index + 1)
-            pr.rejected()
+            if not snapshot_in_flight:
+                pr.rejected()
         in_config = m.src in self.log.config()
         if in_config:
             pr.read_round_acked = max(pr.read_round_acked, m.read_round)
@@ -756,7 +793,7 @@ class RaftCore:
         if m.success:
             self._maybe_commit()
         self._maybe_confirm_reads()
-        if self.role is Role.LEADER and in_config:
+        if self.role is Role.LEADER and in_config and (m.success or not snapshot_in_flight):
             self._send_pipeline(m.src)
 
     def handle_install_snapshot(self, m: InstallSnapshot) -> None:

@@ -1,0 +1,222 @@
+"""Property tests: several Raft cores over a randomly scheduled in-memory network.
+
+Each example is a seed; the schedule it draws ticks nodes, runs their Readys (sometimes
+crashing between sending messages_now and persisting), delivers messages in random order,
+drops and duplicates them, restarts nodes from their persisted state only, proposes, compacts,
+asks for reads and (in one variant) changes the membership. After every step the safety
+properties of the Raft paper are checked against the whole cluster:
+
+* ElectionSafety: at most one leader per term (over the whole history).
+* LogMatching: two logs with an entry of the same index and term agree on everything before.
+* StateMachineSafety: no two nodes apply different entries at the same index.
+* LeaderCompleteness: a leader holds every entry committed in its term or before.
+* Committed entries are never lost: a quorum of durable storages holds each one (static config).
+
+At the end the network heals and the cluster must elect a leader and commit a new command.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mox.consensus.raft.core import ConfChange, Role
+from mox.consensus.raft.messages import Entry
+from mox.consensus.raft.rafttest import InteractionEnv, SimNode
+from mox.consensus.raft.trace import CORE_ACTIONS, STATE_FIELDS
+
+
+class Checker:
+    def __init__(self, env: InteractionEnv, static_config: bool) -> None:
+        self.env = env
+        self.static_config = static_config
+        self.leader_of_term: dict[int, int] = {}
+        # index -> (term, kind, commands) of the committed entry; and the lowest term a node
+        # knew it committed in (LeaderCompleteness applies to leaders of that term or later).
+        self.committed: dict[int, tuple[int, str, tuple[bytes, ...]]] = {}
+        self.committed_term: dict[int, int] = {}
+        self.applied: dict[int, tuple[int, str, tuple[bytes, ...]]] = {}
+        self.trace_checked = 0
+
+    def check(self) -> None:
+        nodes = self.env.nodes
+        for node_id, node in nodes.items():
+            core = node.core
+            if core.role is Role.LEADER:
+                holder = self.leader_of_term.setdefault(core.term, node_id)
+                assert holder == node_id, f"ElectionSafety: {holder} and {node_id} lead term {core.term}"
+            log = core.log
+            for index in range(max(log.snapshot.index + 1, 1), log.commit_index + 1):
+                entry = log.entry(index)
+                ident = (entry.term, entry.kind, tuple(entry.commands))
+                known = self.committed.setdefault(index, ident)
+                assert known == ident, f"committed entry {index} differs on node {node_id}"
+                self.committed_term[index] = min(self.committed_term.get(index, core.term), core.term)
+            for index, term, kind, commands in node.applied:
+                known_applied = self.applied.setdefault(index, (term, kind, commands))
+                assert known_applied == (term, kind, commands), (
+                    f"StateMachineSafety: node {node_id} applied a different entry at {index}"
+                )
+        self._check_log_matching()
+        self._check_leader_completeness()
+        if self.static_config:
+            self._check_durable_quorum()
+        self._check_trace()
+
+    def _check_log_matching(self) -> None:
+        cores = [n.core for n in self.env.nodes.values()]
+        for a_pos, a in enumerate(cores):
+            for b in cores[a_pos + 1 :]:
+                lo = max(a.log.snapshot.index, b.log.snapshot.index) + 1
+                hi = min(a.log.last_index(), b.log.last_index())
+                top = None
+                for index in range(hi, lo - 1, -1):
+                    if a.log.term_at(index) == b.log.term_at(index):
+                        top = index
+                        break
+                if top is None:
+                    continue
+                for index in range(lo, top + 1):
+                    ea: Entry = a.log.entry(index)
+                    eb: Entry = b.log.entry(index)
+                    assert ea == eb, f"LogMatching: nodes {a.id} and {b.id} differ at {index} below {top}"
+
+    def _check_leader_completeness(self) -> None:
+        for node in self.env.nodes.values():
+            core = node.core
+            if core.role is not Role.LEADER:
+                continue
+            for index, (term, _kind, _cmds) in self.committed.items():
+                if self.committed_term[index] > core.term or index <= core.log.snapshot.index:
+                    continue
+                assert core.log.term_at(index) == term, (
+                    f"LeaderCompleteness: leader {core.id} of term {core.term} lacks committed {index}"
+                )
+
+    def _check_durable_quorum(self) -> None:
+        nodes = list(self.env.nodes.values())
+        for index, (term, _kind, _cmds) in self.committed.items():
+            holders = sum(1 for n in nodes if _durably_holds(n, index, term))
+            assert 2 * holders > len(nodes), f"committed entry {index} is durable on {holders} nodes only"
+
+    def _check_trace(self) -> None:
+        sink = self.env.sink
+        assert sink is not None
+        for event in sink.events:
+            assert event["action"] in CORE_ACTIONS, event["action"]
+            state = event["state"]
+            assert isinstance(state, dict) and set(STATE_FIELDS) <= set(state), event
+        sink.events.clear()
+
+
+def _durably_holds(node: SimNode, index: int, term: int) -> bool:
+    storage = node.storage
+    base = storage.snapshot.index if storage.snapshot else 0
+    if index <= base:
+        return True
+    offset = index - base - 1
+    return offset < len(storage.entries) and storage.entries[offset].term == term
+
+
+def _timeouts(rng: random.Random) -> object:
+    def make(node_id: int) -> Iterator[int]:
+        own = random.Random(rng.random())
+        while True:
+            yield own.randrange(10, 20)
+
+    return make
+
+
+def run_schedule(seed: int, steps: int, members: int, extra_nodes: int, conf_changes: bool) -> None:
+    rng = random.Random(seed)
+    env = InteractionEnv(timeouts=_timeouts(rng))  # type: ignore[arg-type]
+    env.add_nodes(members, max_batch_size=3, max_inflight_appends=3, heartbeat_ticks=3)
+    if extra_nodes:
+        env.add_nodes(extra_nodes, members=tuple(range(1, members + 1)), max_batch_size=3)
+    ids = sorted(env.nodes)
+    checker = Checker(env, static_config=not conf_changes)
+    proposal = 0
+    for _ in range(steps):
+        roll = rng.random()
+        node_id = rng.choice(ids)
+        node = env.nodes[node_id]
+        if roll < 0.30:
+            node.core.tick()
+        elif roll < 0.55:
+            env.process_ready(node_id, crash_before_persist=rng.random() < 0.03)
+        elif roll < 0.80:
+            if env.queue:
+                msg = env.queue.pop(rng.randrange(len(env.queue)))
+                fate = rng.random()
+                if fate < 0.08:
+                    pass  # dropped
+                else:
+                    if fate < 0.14:
+                        env.queue.append(msg)  # duplicated
+                    env.deliver(msg)
+        elif roll < 0.88:
+            proposal += 1
+            node.core.propose([f"c{proposal}".encode()])
+        elif roll < 0.90:
+            node.restart()
+        elif roll < 0.93:
+            core = node.core
+            upper = min(core.applied_index, core.commit_index, core.log.stable_index)
+            if upper > core.snapshot_meta.index and core.has_ready() is not None:
+                index = rng.randint(core.snapshot_meta.index + 1, upper)
+                applied = [a for a in node.applied if a[0] <= index]
+                from mox.consensus.raft.rafttest import _applied_codec
+
+                data = _applied_codec.encode(applied)
+                if core.compact(index, data):
+                    node.storage.compact(core.snapshot_meta, data)
+        elif roll < 0.96:
+            node.core.read_index(f"r{rng.randrange(1000)}".encode())
+        elif conf_changes:
+            target = rng.choice(ids)
+            op = "remove" if target in node.core.config() else "add"
+            try:
+                node.core.propose_conf_change(ConfChange(op, target))
+            except ValueError:
+                pass  # removing the last member
+        checker.check()
+    # Heal: no more faults; the cluster must make progress.
+    for _ in range(400):
+        for node_id in ids:
+            env.nodes[node_id].core.tick()
+        env.stabilize()
+        checker.check()
+        leaders = [n for n in env.nodes.values() if n.core.role is Role.LEADER]
+        if leaders and leaders[0].core.propose([b"final"]) is not None:
+            env.stabilize()
+            checker.check()
+            leader = leaders[0].core
+            if leader.commit_index == leader.last_index:
+                for n in env.nodes.values():
+                    if n.core.id in leader.config():
+                        env.stabilize()
+                break
+    else:
+        raise AssertionError(f"seed {seed}: no leader committed a command after healing")
+    checker.check()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_safety_static_config(seed: int) -> None:
+    run_schedule(seed, steps=1500, members=3, extra_nodes=0, conf_changes=False)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_safety_five_nodes(seed: int) -> None:
+    run_schedule(seed, steps=1500, members=5, extra_nodes=0, conf_changes=False)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_safety_membership_changes(seed: int) -> None:
+    run_schedule(seed, steps=1500, members=3, extra_nodes=2, conf_changes=True)
