@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 import xxhash
 
-from mox.errors import ConfigError, CorruptionError, DataDirError
+from mox.errors import ConfigError, CorruptionError, DataDirError, MoxError
 from mox.io.interfaces import FileSystem
 from mox.storage.lsm.compaction import CompactionJob, JobPlan, pick_job
 from mox.storage.lsm.manifest import ManifestState, manifest_name, read_manifest, write_manifest
@@ -39,7 +39,7 @@ from mox.storage.lsm.memtable import Memtable
 from mox.storage.lsm.sstable import BlockCache, Table, TableProps, TableWriter, table_name
 from mox.storage.lsm.versions import Version, retain_versions, visible_version
 
-__all__ = ["LsmOptions", "LsmStore", "Snapshot"]
+__all__ = ["LsmOptions", "LsmStore", "LsmStoreFailed", "Snapshot"]
 
 _MiB = 1024 * 1024
 # A flush yields to the event loop every this many keys so foreground work keeps moving.
@@ -90,6 +90,15 @@ class LsmOptions:
             raise ConfigError(
                 "lsm.block_cache_blocks", f"must be a non-negative integer, got {self.block_cache_blocks!r}"
             )
+
+
+class LsmStoreFailed(MoxError):
+    """A durable write failed mid-way; the store must be reopened from disk."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"LSM store {path} stopped: {problem}; reopen it")
 
 
 class _View:
@@ -176,6 +185,7 @@ class LsmStore:
         self._manifest_lock = asyncio.Lock()
         self._replacing = False
         self._closed = False
+        self._failure: str | None = None
         self._view: _View | None = None
 
     # ----------------------------------------------------------------- open / close
@@ -641,6 +651,7 @@ class LsmStore:
     async def _install_job(self, job: CompactionJob) -> None:
         plan = job.plan
         outputs: list[Table] = []
+        manifest_attempted = False
         try:
             for props in job.outputs:
                 name = table_name(self._dir, props.file_number)
@@ -654,6 +665,7 @@ class LsmStore:
                     levels[level] = [t for t in levels[level] if t.file_number not in input_numbers]
                 levels[plan.output_level].extend(outputs)
                 levels[plan.output_level].sort(key=lambda t: t.props.min_key)
+                manifest_attempted = True
                 await self._write_manifest(
                     levels, self._durable_applied_index, self._durable_last_seq
                 )
@@ -662,7 +674,9 @@ class LsmStore:
         except BaseException:
             for table in outputs:
                 table.close()
-            self._remove_files(job.written_names)
+            # Once a manifest naming the outputs may be durable, they are not ours to delete.
+            if not manifest_attempted:
+                self._remove_files(job.written_names)
             raise
         if plan.input_level >= 1:
             self._compact_pointers[plan.input_level] = max(t.props.max_key for t in plan.inputs)
@@ -731,6 +745,7 @@ class LsmStore:
             self._remove_files(written)
             raise
         tables: list[Table] = []
+        manifest_attempted = False
         try:
             for props in outputs:
                 name = table_name(self._dir, props.file_number)
@@ -739,13 +754,15 @@ class LsmStore:
             async with self._manifest_lock:
                 levels: list[list[Table]] = [[] for _ in self._levels]
                 levels[-1] = tables
+                manifest_attempted = True
                 await self._write_manifest(levels, applied_index, seq)
                 old = [t for level in self._levels for t in level]
                 self._levels = levels
         except BaseException:
             for table in tables:
                 table.close()
-            self._remove_files(written)
+            if not manifest_attempted:
+                self._remove_files(written)
             raise
         self._memtable = Memtable()
         self._immutables = ()
@@ -763,6 +780,8 @@ class LsmStore:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("the store is closed")
+        if self._failure is not None:
+            raise LsmStoreFailed(f"{self._fs.root}/{self._dir}", self._failure)
 
     def _allocate_file_number(self) -> int:
         number = self._next_file_number
@@ -789,7 +808,13 @@ class LsmStore:
             applied_index=applied_index,
             levels=[[t.props for t in level] for level in levels],
         )
-        await write_manifest(self._fs, self._dir, state)
+        try:
+            await write_manifest(self._fs, self._dir, state)
+        except BaseException as exc:
+            # Which manifest is durable is now unknown, and memory may disagree with disk:
+            # stop here; reopening reads whichever manifest survived.
+            self._failure = f"manifest write failed: {exc!r}"
+            raise
 
     def _current_view(self) -> _View:
         if self._view is None:
