@@ -111,8 +111,9 @@ class WalMachine(RuleBasedStateMachine):
     def crash_and_recover(self) -> None:
         assert self.wal is not None and self.disk is not None
         self.wal.close()
+        flips_before = self.disk.fault_counts["bit_flip_at_rest"]
         self.disk.crash()
-        self._recover(in_flight=0)
+        self._recover(in_flight=0, flips_before=flips_before)
 
     @precondition(lambda self: not self.dead and self.next_seq - 1 > self.durable_seq)
     @rule(steps=st.integers(0, 6))
@@ -125,6 +126,7 @@ class WalMachine(RuleBasedStateMachine):
         for _ in range(steps):
             self.run(asyncio.sleep(0))
         done = task.done()
+        flips_before = self.disk.fault_counts["bit_flip_at_rest"]
         self.disk.crash()
         self.wal.close()
         task.cancel()
@@ -132,7 +134,7 @@ class WalMachine(RuleBasedStateMachine):
         if done and task.exception() is None:
             self.durable_seq = self.next_seq - 1
             in_flight = 0
-        self._recover(in_flight=in_flight)
+        self._recover(in_flight=in_flight, flips_before=flips_before)
 
     @precondition(lambda self: not self.dead)
     @rule(data=st.data())
@@ -201,9 +203,8 @@ class WalMachine(RuleBasedStateMachine):
             counts["bit_flip_at_rest"] or counts["bit_flip_on_read"] or counts["misdirected_write"]
         )
 
-    def _recover(self, in_flight: int) -> None:
+    def _recover(self, in_flight: int, flips_before: int) -> None:
         assert self.disk is not None
-        flips_before = self.disk.fault_counts["bit_flip_at_rest"]
         misdirected_before = self.disk.fault_counts["misdirected_write"]
         try:
             self.wal = self.run(self._open())
