@@ -1,0 +1,167 @@
+"""Real files through both backends, the io_uring ring itself, clock and randomness."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import pytest
+
+from mox.errors import ConfigError
+from mox.io.interfaces import Clock, File, FileSystem
+from mox.io.interfaces import Random as RandomProtocol
+from mox.io.real import RealClock, RealFileSystem, RealRandom
+from mox.io.uring import UringRing, probe_ring
+
+
+def uring_or_skip(path: str) -> None:
+    ring, reason = probe_ring(path)
+    if ring is None:
+        pytest.skip(f"io_uring unavailable here: {reason}")
+    ring.close()
+
+
+@pytest.fixture(params=["pwrite", "io_uring"])
+def fs(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    if request.param == "io_uring":
+        uring_or_skip(str(tmp_path))
+    filesystem = RealFileSystem(str(tmp_path / "root"), backend=request.param)
+    assert filesystem.backend == request.param
+    yield filesystem
+    filesystem.close()
+
+
+def test_protocols_are_implemented(fs: RealFileSystem) -> None:
+    assert isinstance(fs, FileSystem)
+    f = fs.open("x", create=True)
+    assert isinstance(f, File)
+    f.close()
+    assert isinstance(RealClock(), Clock)
+    assert isinstance(RealRandom(), RandomProtocol)
+
+
+def test_file_operations(fs: RealFileSystem) -> None:
+    fs.mkdir("a/b")
+    f = fs.open("a/b/data", create=True)
+    f.allocate(8192)
+    assert f.size() == 8192
+    assert f.pread(0, 16) == bytes(16)
+
+    async def go() -> None:
+        await f.write_sync([(0, b"hello "), (6, memoryview(b"world")), (4096, b"page")])
+        f.pwrite(100, b"buffered")
+        await f.sync()
+        await fs.sync_dir("a/b")
+
+    asyncio.run(go())
+    assert f.pread(0, 11) == b"hello world"
+    assert f.pread(4096, 4) == b"page"
+    assert f.pread(100, 8) == b"buffered"
+    assert f.pread(8190, 100) == b"\x00\x00"  # short only at end of file
+    f.truncate(10)
+    assert f.size() == 10
+    f.close()
+    with open(os.path.join(fs.root, "a/b/data"), "rb") as handle:
+        assert handle.read() == b"hello worl"
+    assert fs.exists("a/b/data")
+    assert fs.listdir("a") == ["b"]
+    fs.rename("a/b/data", "a/b/moved")
+    assert fs.listdir("a/b") == ["moved"]
+    fs.remove("a/b/moved")
+    assert not fs.exists("a/b/moved")
+    with pytest.raises(FileNotFoundError):
+        fs.open("missing")
+
+
+def test_many_writes_in_one_write_sync(fs: RealFileSystem) -> None:
+    f = fs.open("many", create=True)
+    writes = [(i * 512, bytes([i % 251]) * 512) for i in range(700)]  # more than a ring holds
+    writes += [(700 * 512 + i, b"z") for i in range(300)]  # contiguous: coalesced
+
+    asyncio.run(f.write_sync(writes))
+    assert f.pread(0, 512) == bytes(512)
+    assert f.pread(699 * 512, 512) == bytes([699 % 251]) * 512
+    assert f.pread(700 * 512, 300) == b"z" * 300
+    f.close()
+
+
+def test_concurrent_write_syncs_complete_independently(fs: RealFileSystem) -> None:
+    files = [fs.open(f"f{i}", create=True) for i in range(8)]
+
+    async def go() -> None:
+        await asyncio.gather(
+            *(f.write_sync([(j * 100, b"%d" % j * 100) for j in range(5)]) for f in files)
+        )
+
+    asyncio.run(go())
+    for f in files:
+        assert f.pread(400, 3) == b"444"
+        f.close()
+
+
+def test_io_uring_error_names_the_file(tmp_path: Any) -> None:
+    uring_or_skip(str(tmp_path))
+    path = tmp_path / "readonly"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    ring = UringRing()
+    try:
+        with pytest.raises(OSError) as info:
+            ring.write_sync_blocking(fd, str(path), [(0, b"x" * 10)])
+        assert info.value.filename == str(path)
+        assert "at offset 0" in str(info.value)
+
+        async def go() -> None:
+            await ring.write_sync(fd, str(path), [(4096, b"y")])
+
+        with pytest.raises(OSError, match="readonly"):
+            asyncio.run(go())
+        assert ring.inflight_count == 0
+        # The ring still works after errors: no stale slot is resubmitted.
+        ok = os.open(tmp_path / "ok", os.O_RDWR | os.O_CREAT)
+        ring.write_sync_blocking(ok, "ok", [(0, b"fine")])
+        assert os.pread(ok, 4, 0) == b"fine"
+        os.close(ok)
+    finally:
+        os.close(fd)
+        ring.close()
+
+
+def test_bad_write_arguments_never_reach_the_ring(tmp_path: Any) -> None:
+    uring_or_skip(str(tmp_path))
+    ring = UringRing()
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        with pytest.raises(ValueError, match="non-negative"):
+            ring.write_sync_blocking(fd, "f", [(-1, b"x")])
+        with pytest.raises(TypeError, match="bytes-like"):
+            ring.write_sync_blocking(fd, "f", [(0, "text")])  # type: ignore[list-item]
+        ring.write_sync_blocking(fd, "f", [(0, b"good")])
+        assert os.pread(fd, 8, 0) == b"good"
+    finally:
+        os.close(fd)
+        ring.close()
+
+
+def test_backend_choice_is_logged_and_exposed(tmp_path: Any, caplog: Any) -> None:
+    with caplog.at_level(logging.INFO, logger="mox.io"):
+        fs = RealFileSystem(str(tmp_path), backend="auto")
+    assert fs.backend in ("io_uring", "pwrite")
+    assert any(f"io backend {fs.backend}" in r.getMessage() for r in caplog.records)
+    fs.close()
+    with pytest.raises(ConfigError) as info:
+        RealFileSystem(str(tmp_path), backend="aio")
+    assert info.value.key == "storage.io_backend"
+
+
+def test_real_clock_and_random() -> None:
+    clock = RealClock()
+    a = clock.monotonic_ns()
+    assert clock.monotonic_ns() >= a
+    assert clock.wall_ns() > 1_600_000_000 * 10**9
+    seeded = [RealRandom(3).randrange(0, 1000) for _ in range(2)]
+    assert seeded[0] == seeded[1]
+    assert RealRandom(3).randbytes(4) == RealRandom(3).randbytes(4)
+    assert len(RealRandom().randbytes(16)) == 16
