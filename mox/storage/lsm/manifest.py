@@ -18,7 +18,7 @@ import msgspec
 import xxhash
 
 from mox.errors import CorruptionError, FormatError
-from mox.io.interfaces import FileSystem
+from mox.io.interfaces import File, FileSystem
 from mox.storage.lsm.sstable import TableProps, near_miss
 
 __all__ = ["MANIFEST_MAGIC", "MANIFEST_VERSION", "ManifestState", "read_manifest", "write_manifest"]
@@ -81,44 +81,49 @@ async def write_manifest(fs: FileSystem, directory: str, state: ManifestState) -
 
 
 def read_manifest(fs: FileSystem, directory: str) -> ManifestState:
-    """The manifest's state. FormatError for a foreign file, CorruptionError for damage."""
+    """The manifest's state. FormatError for a foreign file, CorruptionError for damage.
+
+    A failed verification is retried once with fresh reads: a transient read error (the
+    bytes at rest are fine) is not reported as damage.
+    """
     file = fs.open(manifest_name(directory))
     try:
-        path = file.path
-        size_bytes = file.size()
-        header = file.pread(0, _HEADER.size)
-        if len(header) < _HEADER.size:
-            raise FormatError(path, f"not a manifest: {size_bytes} bytes is shorter than the header")
-        magic, version, body_len, checksum = _HEADER.unpack(header)
-        if magic != MANIFEST_MAGIC:
-            if near_miss(magic, MANIFEST_MAGIC):
-                raise CorruptionError(path, 0, f"damaged magic {magic!r}")
-            raise FormatError(path, f"not a manifest: magic {magic!r}, expected {MANIFEST_MAGIC!r}")
-        if body_len > _BODY_SIZE_BYTES_MAX or _HEADER.size + body_len != size_bytes:
-            raise CorruptionError(
-                path, 8 + 4, f"body length {body_len} does not match file size {size_bytes}"
-            )
-        # The checksum covers magic, version and length too, so a damaged version field is
-        # reported as damage; a version we do not read is reported only on intact bytes.
-        # A second read tells a transient read error from damage at rest.
-        for attempt in range(2):
-            body = file.pread(_HEADER.size, body_len)
-            if len(body) == body_len and checksum == xxhash.xxh3_64_intdigest(
-                header[: _PREFIX.size] + body
-            ):
-                break
-            if attempt == 1:
-                raise CorruptionError(path, 0, "manifest checksum mismatch")
-        if version != MANIFEST_VERSION:
-            raise FormatError(
-                path, f"manifest format version {version}, this build reads {MANIFEST_VERSION}"
-            )
         try:
-            state = _decoder.decode(body)
-        except msgspec.DecodeError as exc:
-            raise CorruptionError(path, _HEADER.size, f"manifest body undecodable: {exc}") from None
+            return _read_manifest_once(file)
+        except (CorruptionError, FormatError):
+            return _read_manifest_once(file)
     finally:
         file.close()
+
+
+def _read_manifest_once(file: File) -> ManifestState:
+    path = file.path
+    size_bytes = file.size()
+    header = file.pread(0, _HEADER.size)
+    if len(header) < _HEADER.size:
+        raise FormatError(path, f"not a manifest: {size_bytes} bytes is shorter than the header")
+    magic, version, body_len, checksum = _HEADER.unpack(header)
+    if magic != MANIFEST_MAGIC:
+        if near_miss(magic, MANIFEST_MAGIC):
+            raise CorruptionError(path, 0, f"damaged magic {magic!r}")
+        raise FormatError(path, f"not a manifest: magic {magic!r}, expected {MANIFEST_MAGIC!r}")
+    if body_len > _BODY_SIZE_BYTES_MAX or _HEADER.size + body_len != size_bytes:
+        raise CorruptionError(
+            path, 8 + 4, f"body length {body_len} does not match file size {size_bytes}"
+        )
+    body = file.pread(_HEADER.size, body_len)
+    # The checksum covers magic, version and length too, so a damaged version field is
+    # reported as damage; a version we do not read is reported only on intact bytes.
+    if len(body) != body_len or checksum != xxhash.xxh3_64_intdigest(header[: _PREFIX.size] + body):
+        raise CorruptionError(path, 0, "manifest checksum mismatch")
+    if version != MANIFEST_VERSION:
+        raise FormatError(
+            path, f"manifest format version {version}, this build reads {MANIFEST_VERSION}"
+        )
+    try:
+        state = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise CorruptionError(path, _HEADER.size, f"manifest body undecodable: {exc}") from None
     if state.next_file_number <= 0 or state.applied_index < 0 or state.last_seq < 0:
         raise CorruptionError(path, _HEADER.size, "manifest counters out of range")
     return state

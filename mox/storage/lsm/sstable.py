@@ -296,6 +296,15 @@ class Table:
 
     @classmethod
     def _open(cls, file: File, file_number: int, cache: BlockCache) -> Table:
+        # Retried once with fresh reads: a transient read error is not damage at rest
+        # (data blocks retry inside `read_block`).
+        try:
+            return cls._open_once(file, file_number, cache)
+        except (CorruptionError, FormatError):
+            return cls._open_once(file, file_number, cache)
+
+    @classmethod
+    def _open_once(cls, file: File, file_number: int, cache: BlockCache) -> Table:
         path = file.path
         size_bytes = file.size()
         if size_bytes < FOOTER_SIZE_BYTES:

@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 import xxhash
 
-from mox.errors import ConfigError, CorruptionError, DataDirError, MoxError
+from mox.errors import ConfigError, CorruptionError, DataDirError, FormatError, MoxError
 from mox.io.interfaces import FileSystem
 from mox.storage.lsm.compaction import CompactionJob, JobPlan, pick_job
 from mox.storage.lsm.manifest import ManifestState, manifest_name, read_manifest, write_manifest
@@ -186,6 +186,7 @@ class LsmStore:
         self._replacing = False
         self._closed = False
         self._failure: str | None = None
+        self._compaction_write_failures = 0
         self._view: _View | None = None
 
     # ----------------------------------------------------------------- open / close
@@ -563,7 +564,7 @@ class LsmStore:
         Reading back catches a write the disk put in the wrong place before the data it
         holds is dropped from memory.
         """
-        last_error: CorruptionError | None = None
+        last_error: CorruptionError | FormatError | None = None
         for _attempt in range(_WRITE_ATTEMPTS):
             number = self._allocate_file_number()
             writer = self._new_writer(number)
@@ -582,7 +583,7 @@ class LsmStore:
                     table.close()
                     raise
                 return table
-            except CorruptionError as exc:
+            except (CorruptionError, FormatError) as exc:
                 last_error = exc
                 self._remove_files([writer.name])
         assert last_error is not None
@@ -658,6 +659,22 @@ class LsmStore:
                 outputs.append(Table.open(self._fs, name, props.file_number, self._cache))
                 # Read back before the inputs go: a misplaced write must not lose data.
                 outputs[-1].verify_blocks()
+        except (CorruptionError, FormatError) as exc:
+            for table in outputs:
+                table.close()
+            self._remove_files(job.written_names)
+            # The inputs are intact: the next step starts the job again, unless the disk
+            # keeps mangling what is written.
+            self._compaction_write_failures += 1
+            if self._compaction_write_failures >= _WRITE_ATTEMPTS:
+                self._compaction_write_failures = 0
+                raise CorruptionError(
+                    getattr(exc, "path", ""), getattr(exc, "offset", 0),
+                    f"compaction output failed verification {_WRITE_ATTEMPTS} times: {exc}",
+                ) from None
+            return
+        self._compaction_write_failures = 0
+        try:
             async with self._manifest_lock:
                 levels = [list(level) for level in self._levels]
                 input_numbers = {t.file_number for t in plan.all_inputs}
