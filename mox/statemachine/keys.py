@@ -17,6 +17,7 @@ tenant).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -32,6 +33,8 @@ def is_id(value: str) -> bool:
     return ID_RE.fullmatch(value) is not None
 
 
+# Cached: the prefix of a tenant is built (and its id checked) once, not per key.
+@functools.lru_cache(maxsize=4096)
 def tenant_prefix(tenant_id: str) -> bytes:
     assert is_id(tenant_id), tenant_id
     return b"t/" + tenant_id.encode() + b"/"
