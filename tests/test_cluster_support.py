@@ -1,0 +1,212 @@
+"""A harness for clusters of real `mox start` processes on 127.0.0.1 (no test in this file).
+
+Each node is a child process with its own config file, data directory and log file under
+the test's tmp_path; ports are free ports the kernel handed out. Nodes are started and
+stopped one by one (SIGTERM: clean stop; SIGKILL: crash), so tests can kill the leader,
+restart a node and watch it catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from mox.bench.cluster import free_ports
+from mox.node.cli import dump_toml, load_default_template, node_config_documents
+
+ADMIN_TOKEN = "cluster-test-admin-token"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def mox_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mox.cli", *args]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["MOX_ADMIN_TOKEN"] = ADMIN_TOKEN
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+class ProcCluster:
+    """`size` nodes, configs from the embedded default with `overrides` merged per section."""
+
+    def __init__(
+        self, root: Path, size: int = 3, overrides: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        self.root = root
+        self.size = size
+        ports = free_ports(2 * size)
+        self.client_ports = ports[:size]
+        self.cluster_ports = ports[size:]
+        template = load_default_template()
+        for section, values in (overrides or {}).items():
+            template.setdefault(section, {}).update(values)
+        self.documents = node_config_documents(template, self.client_ports, self.cluster_ports)
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.logs: dict[int, Any] = {}
+        root.mkdir(parents=True, exist_ok=True)
+        for node_id, document in self.documents.items():
+            self.config_path(node_id).write_text(dump_toml(document))
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(self.documents)
+
+    def config_path(self, node_id: int) -> Path:
+        return self.root / f"node{node_id}.toml"
+
+    def data_dir(self, node_id: int) -> Path:
+        return self.root / f"node{node_id}"
+
+    def log_path(self, node_id: int) -> Path:
+        return self.root / f"node{node_id}.log"
+
+    def url(self, node_id: int) -> str:
+        return f"http://127.0.0.1:{self.client_ports[node_id - 1]}"
+
+    def start_node(self, node_id: int) -> None:
+        assert node_id not in self.processes or self.processes[node_id].poll() is not None
+        log = self.log_path(node_id).open("ab")
+        self.logs[node_id] = log
+        self.processes[node_id] = subprocess.Popen(
+            mox_command("start", "--config", str(self.config_path(node_id))),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            start_new_session=True,
+        )
+
+    def start(self) -> ProcCluster:
+        for node_id in self.ids:
+            self.start_node(node_id)
+        return self
+
+    def kill_node(self, node_id: int) -> None:
+        """SIGKILL: a crash. Nothing is flushed or closed."""
+        process = self.processes[node_id]
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        self.logs[node_id].close()
+
+    def stop_node(self, node_id: int, timeout_s: float = 15) -> int:
+        """SIGTERM and wait: a clean stop. Returns the exit code."""
+        process = self.processes[node_id]
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"node {node_id} did not stop within {timeout_s} s") from None
+        finally:
+            self.logs[node_id].close()
+        return code
+
+    def stop(self) -> None:
+        for node_id, process in self.processes.items():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for node_id, process in self.processes.items():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            self.logs[node_id].close()
+
+    def log_text(self, node_id: int) -> str:
+        return self.log_path(node_id).read_text(errors="replace")
+
+    def log_events(self, node_id: int, event: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log_text(node_id).splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    found.append(record)
+        return found
+
+
+async def health(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+    try:
+        async with session.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=1)) as r:
+            if r.status != 200:
+                return None
+            body: dict[str, Any] = await r.json()
+            return body
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return None
+
+
+async def wait_for_leader(
+    session: aiohttp.ClientSession,
+    cluster: ProcCluster,
+    among: list[int],
+    *,
+    min_term: int = 0,
+    timeout_s: float = 20,
+) -> tuple[int, int]:
+    """(leader id, term) once a node of `among` reports itself leader in a term > min_term
+    and has applied an entry of that term (its no-op), so it can serve requests."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for node_id in among:
+            status = await health(session, cluster.url(node_id))
+            if (
+                status is not None
+                and status["role"] == "leader"
+                and status["term"] > min_term
+                and status["appliedIndex"] >= status["commitIndex"] >= 1
+            ):
+                return node_id, int(status["term"])
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no leader among {among} within {timeout_s} s")
+
+
+async def request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    retries_s: float = 10,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    """One API call; retried (same Idempotency-Key, if the caller set one) on 503."""
+    deadline = time.monotonic() + retries_s
+    while True:
+        try:
+            async with session.request(method, url, **kwargs) as r:
+                text = await r.text()
+                status = r.status
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            status, text = 599, ""
+        if status not in (503, 599) or time.monotonic() > deadline:
+            return status, json.loads(text) if text else None
+        await asyncio.sleep(0.05)
+
+
+async def bootstrap_tenant(session: aiohttp.ClientSession, url: str, slug: str) -> str:
+    """Create a tenant through `url`; return its owner API key."""
+    status, body = await request(
+        session,
+        "POST",
+        f"{url}/api/tenants",
+        json={"slug": slug, "name": slug.title()},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Idempotency-Key": f"boot-{slug}"},
+    )
+    assert status == 201, (status, body)
+    key: str = body["apiKey"]["key"]
+    return key
