@@ -451,10 +451,6 @@ class RaftCore:
             raise ValueError(f"conf change: node_id must be an integer >= 1, got {change.node_id!r}")
         if self.role is not Role.LEADER:
             return None
-        if self.log.last_config_index() > self.log.commit_index:
-            return None
-        if self.log.term_at(self.log.commit_index) != self.term:
-            return None
         old = self.log.config()
         node = change.node_id
         if change.op == "add":
@@ -467,6 +463,10 @@ class RaftCore:
             if len(old) == 1:
                 raise ValueError(f"conf change: cannot remove node {node}, the last member")
             new = sorted(m for m in old if m != node)
+        if self.log.last_config_index() > self.log.commit_index:
+            return None
+        if self.log.term_at(self.log.commit_index) != self.term:
+            return None
         entry = Entry(self.term, self.log.last_index() + 1, CONFIG, [], new)
         self.log.append(entry)
         self._known.add(node)

@@ -116,8 +116,13 @@ class SimNode:
             self.config, self.storage.restored(), self.timeouts(self.config.node_id), self.sink
         )
 
-    def snapshot_data(self) -> bytes:
-        return _applied_codec.encode(self.applied)
+    def compact(self, index: int) -> bool:
+        """Snapshots the state machine at `index` and compacts core and storage to it."""
+        data = _applied_codec.encode([a for a in self.applied if a[0] <= index])
+        if not self.core.compact(index, data):
+            return False
+        self.storage.compact(self.core.snapshot_meta, data)
+        return True
 
 
 class _EnvSink(ListTraceSink):
@@ -339,11 +344,7 @@ def _cmd_read_index(env: InteractionEnv, args: list[str]) -> None:
 def _cmd_compact(env: InteractionEnv, args: list[str]) -> None:
     node = env._node(args[0])
     index = int(args[1])
-    applied = [a for a in node.applied if a[0] <= index]
-    data = _applied_codec.encode(applied)
-    if node.core.compact(index, data):
-        node.storage.compact(node.core.snapshot_meta, data)
-    else:
+    if not node.compact(index):
         env.out.append(f"{node.config.node_id}: compact {index} refused")
 
 
