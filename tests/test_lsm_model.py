@@ -56,7 +56,9 @@ keys = st.builds(
     st.integers(0, 24),
 )
 values = st.one_of(st.binary(min_size=0, max_size=12), st.binary(min_size=60, max_size=200))
-prefixes = st.sampled_from([b"", b"t/", b"t/a/", b"t/b/talent/", b"t/a/campaign/0", b"t/c/", b"\xff"])
+prefixes = st.sampled_from(
+    [b"", b"t/", b"t/a/", b"t/b/talent/", b"t/a/campaign/0", b"t/c/", b"\xff"]
+)
 ops = st.lists(st.tuples(keys, st.one_of(st.none(), values)), min_size=1, max_size=6)
 
 
@@ -81,7 +83,7 @@ class LsmModel(RuleBasedStateMachine):
         self.durable_applied_index = 0
         self.held: dict[int, tuple[Snapshot, dict[bytes, bytes]]] = {}
         self.fs = self.make_fs()
-        self.store = self.run(LsmStore.open(self.fs, OPTIONS))
+        self.store: LsmStore = self.run(LsmStore.open(self.fs, OPTIONS))
 
     # Subclasses: the loop, the file system, a crash, a bit flip.
     def make_loop(self) -> asyncio.AbstractEventLoop:
@@ -200,9 +202,7 @@ class LsmModel(RuleBasedStateMachine):
         bit_index = data.draw(st.integers(0, size_bytes * 8 - 1))
         self.flip_bit(name, bit_index)
         try:
-            unverified = OPTIONS.__class__(
-                **{**_fields(OPTIONS), "verify_blocks_on_open": False}
-            )
+            unverified = OPTIONS.__class__(**{**_fields(OPTIONS), "verify_blocks_on_open": False})
             store = self.run(LsmStore.open(self.fs, unverified))
         except CorruptionError as exc:
             assert exc.path.endswith(name)

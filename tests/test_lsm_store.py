@@ -81,7 +81,12 @@ def test_table_with_wrong_magic_or_version_is_a_format_error(tmp_path: Path) -> 
         # A future version, with a valid footer checksum: a version error, not damage.
         future = bytearray(data)
         struct.pack_into("<I", future, footer_at + 8, 99)
-        struct.pack_into("<Q", future, footer_at + 48, xxhash.xxh3_64_intdigest(bytes(future[footer_at : footer_at + 48])))
+        struct.pack_into(
+            "<Q",
+            future,
+            footer_at + 48,
+            xxhash.xxh3_64_intdigest(bytes(future[footer_at : footer_at + 48])),
+        )
         path.write_bytes(future)
         with pytest.raises(FormatError) as info:
             await LsmStore.open(fs, SMALL)
@@ -219,8 +224,11 @@ def test_snapshot_pins_tables_through_compaction_and_sees_its_versions() -> None
 def test_tombstones_are_dropped_only_at_the_bottom_and_unseen() -> None:
     # Two levels: every compaction writes into the bottom level.
     options = LsmOptions(
-        memtable_size_bytes=4096, block_size_bytes=256, table_size_bytes=4096,
-        l0_compaction_trigger_tables=2, level_count=2,
+        memtable_size_bytes=4096,
+        block_size_bytes=256,
+        table_size_bytes=4096,
+        l0_compaction_trigger_tables=2,
+        level_count=2,
     )
 
     async def scenario() -> None:

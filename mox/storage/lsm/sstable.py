@@ -283,9 +283,7 @@ class Table:
         return len(self._offsets)
 
     @classmethod
-    def open(
-        cls, fs: FileSystem, name: str, file_number: int, cache: BlockCache
-    ) -> Table:
+    def open(cls, fs: FileSystem, name: str, file_number: int, cache: BlockCache) -> Table:
         """Open and verify the table `name`, which must be table number `file_number`."""
         file = fs.open(name)
         try:

@@ -24,7 +24,7 @@ import heapq
 import itertools
 import struct
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -88,7 +88,8 @@ class LsmOptions:
             )
         if not isinstance(self.block_cache_blocks, int) or self.block_cache_blocks < 0:
             raise ConfigError(
-                "lsm.block_cache_blocks", f"must be a non-negative integer, got {self.block_cache_blocks!r}"
+                "lsm.block_cache_blocks",
+                f"must be a non-negative integer, got {self.block_cache_blocks!r}",
             )
 
 
@@ -339,7 +340,7 @@ class LsmStore:
 
     # ----------------------------------------------------------------- writes
 
-    def write_batch(self, ops: list[tuple[bytes, bytes | None]], applied_index: int) -> int:
+    def write_batch(self, ops: Sequence[tuple[bytes, bytes | None]], applied_index: int) -> int:
         """Apply `ops` (value None: delete) as one batch; return its sequence number.
 
         `applied_index` is the Raft log index this batch applies; it never decreases.
@@ -556,9 +557,7 @@ class LsmStore:
             self._durable_last_seq = memtable.frozen_last_seq
             self._view = None
 
-    async def _write_verified_table(
-        self, fill: Callable[[TableWriter], Awaitable[None]]
-    ) -> Table:
+    async def _write_verified_table(self, fill: Callable[[TableWriter], Awaitable[None]]) -> Table:
         """Write one table with `fill`, read it all back, and retry if it does not verify.
 
         Reading back catches a write the disk put in the wrong place before the data it
@@ -669,7 +668,8 @@ class LsmStore:
             if self._compaction_write_failures >= _WRITE_ATTEMPTS:
                 self._compaction_write_failures = 0
                 raise CorruptionError(
-                    getattr(exc, "path", ""), getattr(exc, "offset", 0),
+                    getattr(exc, "path", ""),
+                    getattr(exc, "offset", 0),
                     f"compaction output failed verification {_WRITE_ATTEMPTS} times: {exc}",
                 ) from None
             return
