@@ -187,7 +187,7 @@ class _Api:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         supplied = request.headers.get("X-Request-Id", "")
-        request_id = supplied if REQUEST_ID_RE.fullmatch(supplied) else new_ulid()
+        request_id = supplied if REQUEST_ID_RE.fullmatch(supplied) else os.urandom(8).hex()
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "<unmatched>"
         structlog.contextvars.clear_contextvars()
