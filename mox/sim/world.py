@@ -33,6 +33,7 @@ import functools
 import math
 import random
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 import attrs
@@ -109,7 +110,9 @@ class SimResult:
     linearizability: str
 
     def summary_line(self) -> str:
-        verdict = "ok" if self.ok else f"VIOLATION {self.violation.describe() if self.violation else ''}"
+        verdict = (
+            "ok" if self.ok else f"VIOLATION {self.violation.describe() if self.violation else ''}"
+        )
         return (
             f"seed {self.seed}: {verdict}; {self.steps} steps, {self.simulated_s:.1f} s simulated, "
             f"faults {self.faults}"
@@ -176,6 +179,13 @@ class World:
         self._steps_since_prefix_check = 0
         self.steps = 0
         self.unexpected_errors: list[str] = []
+        self._scheduled: list[tuple[float, Callable[[World], None]]] = []
+
+    def at(self, time_s: float, action: Callable[[World], None]) -> None:
+        """Run `action(world)` `time_s` virtual seconds into the fault phase (tests use this to
+        break a replica on purpose and show that a check catches it)."""
+        assert time_s >= 0
+        self._scheduled.append((time_s, action))
 
     # -- ClusterAccess (workload) ------------------------------------------------------
 
@@ -258,11 +268,18 @@ class World:
         try:
             for node_id in self.node_ids:
                 await self._start_node(node_id)
+            # Bootstrap (tenant, talents) before any fault: every seed then spends its
+            # fault phase on client operations, not on a setup that faults keep stalling.
+            await self._setup()
             stop_clients = asyncio.Event()
             clients = [
-                loop.create_task(self._clients(stop_clients), name="clients"),
+                loop.create_task(self.workload.run_client(k, stop_clients), name=f"client-{k}")
+                for k in range(self.config.workload.clients)
             ]
             fault_tasks = [loop.create_task(t) for t in self._fault_tasks()]
+            start_s = loop.time()
+            for time_s, action in self._scheduled:
+                loop.call_at(start_s + time_s, action, self)
             timer = loop.call_later(self.config.duration_s, self._phase_over.set)
             await self._phase_over.wait()
             timer.cancel()
@@ -296,13 +313,20 @@ class World:
                     node.crash()
         return linearizability
 
-    async def _clients(self, stop: asyncio.Event) -> None:
+    async def _setup(self) -> None:
+        stop = asyncio.Event()
+        handle = asyncio.get_running_loop().call_later(self.config.converge_bound_s, stop.set)
         await self.workload.setup(stop)
+        handle.cancel()
+        self._raise_if_violated()
         if not self.workload.setup_done:
-            return
-        await asyncio.gather(
-            *(self.workload.run_client(k, stop) for k in range(self.config.workload.clients))
-        )
+            self._violate(
+                "convergence",
+                None,
+                f"no fault yet, but the tenant and talents were not created within "
+                f"{self.config.converge_bound_s} s",
+            )
+            raise _Stop()
 
     def _raise_if_violated(self) -> None:
         if self.checker.failed:
@@ -371,7 +395,9 @@ class World:
         self.nodes[node_id] = None
         self._count("crash")
 
-    def _on_step(self, node: Node, appended: list[tuple[int, int, int]], applied: list[tuple[int, int]]) -> None:
+    def _on_step(
+        self, node: Node, appended: list[tuple[int, int, int]], applied: list[tuple[int, int]]
+    ) -> None:
         self.steps += 1
         checker = self.checker
         checker.on_step(node, appended, applied)
@@ -569,29 +595,28 @@ class World:
         # Final reads: linearizable through the leader (into the history), and every
         # replica's local state must agree with them.
         leader = next(node for node in nodes if node.is_leader)
-        if self.workload.setup_done:
-            for k in range(self.config.workload.keys):
-                key = talent_id(k)
-                query = encode_query(TENANT_ID, GetTalent(talent_id=key))
-                op = self.history.invoke("final", "read", key, None, self.clock.monotonic_ns())
-                try:
-                    raw = await asyncio.wait_for(leader.read(query), 5.0)
-                except (RequestError, TimeoutError) as exc:
-                    self._violate("convergence", leader.node_id, f"final read failed: {exc!r}")
-                    raise _Stop() from exc
-                value = decode_result(raw).decode_value(dict[str, Any])["displayName"]
-                self.history.ok(op, self.clock.monotonic_ns(), value)
-                for node in nodes:
-                    checker.checks["replica_state_equal"] += 1
-                    local = decode_result(await node.read(query, linearizable=False))
-                    local_value = local.decode_value(dict[str, Any])["displayName"]
-                    if local_value != value:
-                        self._violate(
-                            "replica_state_equal",
-                            node.node_id,
-                            f"{key} is {local_value!r} on node {node.node_id}, {value!r} on the leader",
-                        )
-                        raise _Stop()
+        for k in range(self.config.workload.keys):
+            key = talent_id(k)
+            query = encode_query(TENANT_ID, GetTalent(talent_id=key))
+            op = self.history.invoke("final", "read", key, None, self.clock.monotonic_ns())
+            try:
+                raw = await asyncio.wait_for(leader.read(query), 5.0)
+            except (RequestError, TimeoutError) as exc:
+                self._violate("convergence", leader.node_id, f"final read failed: {exc!r}")
+                raise _Stop() from exc
+            value = decode_result(raw).decode_value(dict[str, Any])["displayName"]
+            self.history.ok(op, self.clock.monotonic_ns(), value)
+            for node in nodes:
+                checker.checks["replica_state_equal"] += 1
+                local = decode_result(await node.read(query, linearizable=False))
+                local_value = local.decode_value(dict[str, Any])["displayName"]
+                if local_value != value:
+                    self._violate(
+                        "replica_state_equal",
+                        node.node_id,
+                        f"{key} is {local_value!r} on node {node.node_id}, {value!r} on the leader",
+                    )
+                    raise _Stop()
         if self.unexpected_errors:
             self._violate("node_failure", None, self.unexpected_errors[0])
             raise _Stop()
@@ -652,4 +677,3 @@ def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
 def run_seed(config: WorldConfig, *, trace_out: IO[str] | None = None) -> SimResult:
     """Run one seed and return its result."""
     return World(config, trace_out=trace_out).run()
-
