@@ -22,11 +22,18 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator, Sequence
 
+from mox.errors import CorruptionError, FormatError
 from mox.io.interfaces import FileSystem
-from mox.storage.lsm.sstable import Table, TableProps, TableWriter, table_name
+from mox.storage.lsm.sstable import Table, TableWriter, table_name
 from mox.storage.lsm.versions import Version, retain_versions
 
-__all__ = ["CompactionJob", "level_target_size_bytes", "merge_sources", "pick_job"]
+__all__ = [
+    "CompactionJob",
+    "OutputVerificationError",
+    "level_target_size_bytes",
+    "merge_sources",
+    "pick_job",
+]
 
 
 def level_target_size_bytes(level: int, level1_size_bytes: int, multiplier: int) -> int:
@@ -147,6 +154,14 @@ def chain_tables(tables: Sequence[Table]) -> Iterator[tuple[bytes, list[Version]
         yield from table.scan(b"", None)
 
 
+class OutputVerificationError(Exception):
+    """A table this job wrote did not read back intact (the inputs are untouched)."""
+
+    def __init__(self, cause: CorruptionError | FormatError) -> None:
+        self.cause = cause
+        super().__init__(str(cause))
+
+
 class CompactionJob:
     """A started merge: call `step` until it returns True (done), then install `outputs`."""
 
@@ -156,6 +171,7 @@ class CompactionJob:
         fs: FileSystem,
         directory: str,
         allocate_file_number: Callable[[], int],
+        open_table: Callable[[str, int], Table],
         *,
         table_size_bytes: int,
         block_size_bytes: int,
@@ -166,6 +182,7 @@ class CompactionJob:
         self._fs = fs
         self._directory = directory
         self._allocate_file_number = allocate_file_number
+        self._open_table = open_table
         self._table_size_bytes = table_size_bytes
         self._block_size_bytes = block_size_bytes
         self._bloom_fp_rate = bloom_false_positive_rate
@@ -176,7 +193,7 @@ class CompactionJob:
         sources.append(chain_tables(plan.lower))
         self._merged = merge_sources(sources)
         self._writer: TableWriter | None = None
-        self.outputs: list[TableProps] = []
+        self.outputs: list[Table] = []
         self.written_names: list[str] = []
         self.input_bytes = 0
         self.done = False
@@ -220,11 +237,25 @@ class CompactionJob:
     async def _finish_writer(self) -> None:
         assert self._writer is not None
         writer, self._writer = self._writer, None
-        self.outputs.append(await writer.finish())
+        props = await writer.finish()
+        # Read each output back as soon as it is written (not all at install, which would
+        # make the last step unbounded): a misplaced write must not replace good inputs.
+        try:
+            table = self._open_table(writer.name, props.file_number)
+        except (CorruptionError, FormatError) as exc:
+            raise OutputVerificationError(exc) from None
+        self.outputs.append(table)
+        try:
+            table.verify_blocks()
+        except CorruptionError as exc:
+            raise OutputVerificationError(exc) from None
 
     def abandon(self) -> None:
-        """Stop; the caller removes `written_names` (none of them is live)."""
+        """Stop and close outputs; the caller removes `written_names` (none of them is live)."""
         if self._writer is not None:
             self._writer.abandon()
             self._writer = None
+        for table in self.outputs:
+            table.close()
+        self.outputs = []
         self.done = True

@@ -33,7 +33,12 @@ import xxhash
 
 from mox.errors import ConfigError, CorruptionError, DataDirError, FormatError, MoxError
 from mox.io.interfaces import FileSystem
-from mox.storage.lsm.compaction import CompactionJob, JobPlan, pick_job
+from mox.storage.lsm.compaction import (
+    CompactionJob,
+    JobPlan,
+    OutputVerificationError,
+    pick_job,
+)
 from mox.storage.lsm.manifest import ManifestState, manifest_name, read_manifest, write_manifest
 from mox.storage.lsm.memtable import Memtable
 from mox.storage.lsm.sstable import BlockCache, Table, TableProps, TableWriter, table_name
@@ -618,6 +623,7 @@ class LsmStore:
                     self._fs,
                     self._dir,
                     self._allocate_file_number,
+                    lambda name, number: Table.open(self._fs, name, number, self._cache),
                     table_size_bytes=self._options.table_size_bytes,
                     block_size_bytes=self._options.block_size_bytes,
                     bloom_false_positive_rate=self._options.bloom_false_positive_rate,
@@ -625,15 +631,34 @@ class LsmStore:
             job = self._job
             try:
                 done = await job.step(max_bytes, self._snapshot_seqs())
+            except OutputVerificationError as exc:
+                self._abandon_job(job)
+                # The inputs are intact: the next step starts the job again, unless the
+                # disk keeps mangling what is written.
+                self._compaction_write_failures += 1
+                if self._compaction_write_failures >= _WRITE_ATTEMPTS:
+                    self._compaction_write_failures = 0
+                    cause = exc.cause
+                    raise CorruptionError(
+                        cause.path,
+                        getattr(cause, "offset", 0),
+                        f"compaction output failed verification {_WRITE_ATTEMPTS} times: "
+                        f"{cause.problem}",
+                    ) from None
+                return True
             except BaseException:
-                job.abandon()
-                self._job = None
-                self._remove_files(job.written_names)
+                self._abandon_job(job)
                 raise
             if done:
                 self._job = None
+                self._compaction_write_failures = 0
                 await self._install_job(job)
             return True
+
+    def _abandon_job(self, job: CompactionJob) -> None:
+        job.abandon()
+        self._job = None
+        self._remove_files(job.written_names)
 
     async def _install_trivial_move(self, plan: JobPlan) -> None:
         (table,) = plan.inputs
@@ -650,30 +675,8 @@ class LsmStore:
 
     async def _install_job(self, job: CompactionJob) -> None:
         plan = job.plan
-        outputs: list[Table] = []
+        outputs = job.outputs
         manifest_attempted = False
-        try:
-            for props in job.outputs:
-                name = table_name(self._dir, props.file_number)
-                outputs.append(Table.open(self._fs, name, props.file_number, self._cache))
-                # Read back before the inputs go: a misplaced write must not lose data.
-                outputs[-1].verify_blocks()
-        except (CorruptionError, FormatError) as exc:
-            for table in outputs:
-                table.close()
-            self._remove_files(job.written_names)
-            # The inputs are intact: the next step starts the job again, unless the disk
-            # keeps mangling what is written.
-            self._compaction_write_failures += 1
-            if self._compaction_write_failures >= _WRITE_ATTEMPTS:
-                self._compaction_write_failures = 0
-                raise CorruptionError(
-                    getattr(exc, "path", ""),
-                    getattr(exc, "offset", 0),
-                    f"compaction output failed verification {_WRITE_ATTEMPTS} times: {exc}",
-                ) from None
-            return
-        self._compaction_write_failures = 0
         try:
             async with self._manifest_lock:
                 levels = [list(level) for level in self._levels]
