@@ -377,19 +377,18 @@ def _dev_layout(data_dir: Path, nodes: int) -> None:
     marker.write_text(json.dumps({"nodes": nodes}) + "\n")
 
 
-def _admin_token(data_dir: Path) -> str:
-    """MOX_ADMIN_TOKEN if set, else the dev cluster's own token (made once, kept 0600)."""
+def _admin_token(data_dir: Path) -> tuple[str, str]:
+    """(token, where it is): MOX_ADMIN_TOKEN if set, else the dev cluster's own token,
+    made once and kept in the data directory (mode 0600)."""
     from_env = os.environ.get("MOX_ADMIN_TOKEN")
     if from_env:
-        return from_env
+        return from_env, "MOX_ADMIN_TOKEN"
     path = data_dir / ADMIN_TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    return token
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip(), str(path)
 
 
 async def _pump(prefix: str, stream: asyncio.StreamReader, out: TextIO) -> None:
@@ -433,7 +432,7 @@ async def _dev(data_dir: Path, nodes: int, base_port: int, loop_name: str) -> in
     cluster_ports = [base_port + CLUSTER_PORT_OFFSET + i for i in range(nodes)]
     documents = node_config_documents(template, client_ports, cluster_ports)
     _dev_layout(data_dir, nodes)
-    token = _admin_token(data_dir)
+    token, token_source = _admin_token(data_dir)
     paths: dict[int, Path] = {}
     for node_id, document in documents.items():
         path = data_dir / f"node{node_id}.toml"
@@ -452,7 +451,8 @@ async def _dev(data_dir: Path, nodes: int, base_port: int, loop_name: str) -> in
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     click.echo(
-        f"mox dev: {nodes} nodes, data in {data_dir}, admin token in {data_dir / ADMIN_TOKEN_FILE}"
+        f"mox dev: {nodes} nodes, data in {data_dir}, "
+        f"admin token for POST /api/tenants in {token_source}"
     )
     try:
         for node_id, path in paths.items():
