@@ -46,6 +46,7 @@ from mox.storage.record import (
     decode_segment_header,
     encode_record,
     encode_segment_header,
+    scan_chain,
 )
 
 __all__ = ["WAL_DIR", "Wal"]
@@ -280,27 +281,19 @@ class Wal:
 
     def _scan_bytes(self, segment: _Segment, data: bytes, limit_seq: int | None) -> tuple[str, int]:
         """("clean", end) | ("torn:<end of garbage>", bad offset) | ("corrupt", bad offset)."""
-        segment.offsets = array("Q")
-        segment.checksums = array("Q")
         size = len(data)
-        offset = SEGMENT_HEADER_SIZE_BYTES
-        seq = segment.first_seq
-        parent = segment.header.parent
-        while limit_seq is None or seq < limit_seq:
-            header = decode_record_header(data, offset, size)
-            if header is None or header.seq != seq or header.parent != parent:
-                break
-            segment.offsets.append(offset)
-            segment.checksums.append(header.checksum)
-            parent = header.checksum
-            offset += RECORD_HEADER_SIZE_BYTES + header.length
-            seq += 1
+        offsets, checksums, offset, seq, _parent = scan_chain(
+            data, SEGMENT_HEADER_SIZE_BYTES, segment.first_seq, segment.header.parent, limit_seq
+        )
+        segment.offsets = offsets
+        segment.checksums = checksums
         segment.write_offset = offset
         if limit_seq is not None:
             return ("clean" if seq == limit_seq else "corrupt"), offset
+        if data.count(0, offset) == size - offset:
+            return "clean", offset  # only zeros (preallocated space) after the last record
         garbage_end = len(data.rstrip(b"\x00"))
-        if garbage_end <= offset:
-            return "clean", offset
+        assert garbage_end > offset
         # Something follows the last good record. A valid record from a later flush proves
         # the bad record was durable before (corruption); otherwise it is a torn flush.
         position = data.find(RECORD_MAGIC_BYTES, offset + 1, garbage_end)
