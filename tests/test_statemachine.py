@@ -45,7 +45,7 @@ from mox.statemachine import (
     encode_query,
     make_command,
 )
-from mox.statemachine.commands import CommandBody, QueryBody
+from mox.statemachine.commands import ERROR_CODES, CommandBody, QueryBody
 from mox.storage.lsm import LsmStore
 
 ALL_SCOPES = ["tenant:admin", "talents:read", "talents:write"]
@@ -743,3 +743,128 @@ def test_crash_then_replay_from_durable_index_rebuilds_the_same_state() -> None:
         await reopened.close()
 
     run_virtual(scenario())
+
+
+# ------------------------------------------------------------------- no poison commands
+#
+# A committed command is applied by every replica; one that made apply raise would stop
+# the whole cluster. Arbitrary envelopes and bodies must all end in a result.
+
+_text = st.one_of(
+    st.sampled_from(["T1", "a1", "k1", "acme", "x", "", "a" * 64, "a" * 65, "t/T1"]),
+    st.text(max_size=70),
+)
+_int = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_texts = st.lists(_text, max_size=4)
+_location = st.builds(LocationIn, country=_text, region=st.none() | _text, city=st.none() | _text)
+_accounts = st.lists(
+    st.builds(
+        SocialAccountIn, platform=st.sampled_from(["x", "tiktok", "?"]) | _text, handle=_text
+    ),
+    max_size=3,
+)
+_new_key = st.builds(
+    NewApiKey,
+    key_id=_text,
+    secret_sha256=st.sampled_from([sha("s")]) | _text,
+    name=_text,
+    scopes=st.lists(st.sampled_from(ALL_SCOPES) | _text, max_size=4),
+    expires_at_ms=st.none() | _int,
+)
+_settings = st.builds(
+    TenantSettings,
+    currency=_text,
+    timezone=_text,
+    default_commission_bps=_int,
+    exclusivity_limit_n=_int,
+    daily_send_cap=_int,
+)
+_bodies = st.one_of(
+    st.builds(
+        CreateTenant, slug=_text, name=_text, owner_key=_new_key, settings=st.none() | _settings
+    ),
+    st.builds(IssueApiKey, key=_new_key),
+    st.builds(RevokeApiKey, key_id=_text),
+    st.builds(
+        RegisterTalent,
+        talent_id=_text,
+        display_name=_text,
+        legal_name=st.none() | _text,
+        emails=_texts,
+        location=st.none() | _location,
+        languages=_texts,
+        niches=_texts,
+        tags=_texts,
+        representation=_text,
+        commission_bps=st.none() | _int,
+        accounts=_accounts,
+    ),
+    st.builds(
+        UpdateProfile,
+        talent_id=_text,
+        expected_version=st.none() | _int,
+        display_name=_text,
+        legal_name=st.none() | _text,
+        emails=_texts,
+        location=st.none() | _location,
+        commission_bps=st.none() | _int,
+        status=_text,
+    ),
+    st.builds(ArchiveTalent, talent_id=_text, expected_version=st.none() | _int),
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    commands=st.lists(
+        st.tuples(
+            _bodies,
+            _text,
+            _text,
+            _int,
+            _int,
+            st.sampled_from(["admin", "apikey:k1", "apikey:"]) | _text,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    junk=st.binary(max_size=64),
+)
+def test_no_command_makes_apply_raise(
+    ht: Harness, commands: list[tuple[Any, str, str, int, int, str]], junk: bytes
+) -> None:
+    from mox.statemachine.commands import Command
+
+    ht.register("a1", accounts=[SocialAccountIn(platform="x", handle="x")])
+    for body, tenant, client_id, seq, issued_at_ms, actor in commands:
+        envelope = Command(
+            client_id=client_id,
+            request_seq=seq,
+            tenant_id=tenant,
+            kind=type(body).__name__,
+            body=msgspec.Raw(msgspec.msgpack.encode(body)),
+            issued_at_ms=issued_at_ms,
+            actor=actor,
+        )
+        before = ht.index
+        result = ht.apply_bytes(encode_command(envelope))
+        assert result.code in (
+            "OK",
+            *__import__("mox.statemachine.commands", fromlist=["ERROR_CODES"]).ERROR_CODES,
+        )
+        assert ht.store.applied_index == before + 1
+        if result.ok:
+            assert tenant in ("T1",) or type(body).__name__ == "CreateTenant"
+    before = ht.index
+    assert ht.apply_bytes(junk).code in ERROR_CODES
+    assert ht.store.applied_index == before + 1
+    for tenant in ("T1", "x"):
+        for query in (
+            GetTenant(),
+            GetTalent(talent_id="a1"),
+            ListTalents(limit=5),
+            ListEvents(stream="talent-a1"),
+        ):
+            ht.query(query, tenant)

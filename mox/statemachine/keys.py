@@ -22,6 +22,8 @@ import re
 from typing import Final
 
 ID_RE: Final = re.compile(r"[0-9A-Za-z_-]{1,64}")
+# A stream name is a kind and an id ("talent-<id>"), so it may be longer than an id.
+STREAM_RE: Final = re.compile(r"[0-9A-Za-z_-]{1,96}")
 HANDLE_RE: Final = re.compile(r"[0-9A-Za-z._-]{1,100}")
 CLIENT_ID_MAX_BYTES: Final = 256
 VERSION_DIGITS: Final = 20
@@ -31,6 +33,10 @@ API_KEY_SCHEME: Final = "mox"
 
 def is_id(value: str) -> bool:
     return ID_RE.fullmatch(value) is not None
+
+
+def is_stream(value: str) -> bool:
+    return STREAM_RE.fullmatch(value) is not None
 
 
 # Cached: the prefix of a tenant is built (and its id checked) once, not per key.
@@ -67,7 +73,7 @@ def handle_key(tenant_id: str, platform: str, handle: str) -> bytes:
 
 
 def stream_prefix(tenant_id: str, stream: str) -> bytes:
-    assert is_id(stream), stream
+    assert is_stream(stream), stream
     return tenant_prefix(tenant_id) + b"ev/" + stream.encode() + b"/"
 
 

@@ -111,6 +111,7 @@ EMAIL_MAX_CHARS: Final = 254
 LIST_LIMIT_MAX: Final = 200
 EVENTS_LIMIT_MAX: Final = 1000
 BPS_MAX: Final = 10_000
+ISSUED_AT_MS_MAX: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 SLUG_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 EMAIL_RE: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -395,28 +396,25 @@ class StateMachine:
             self.store.write_batch([], index)
             return error_result(MALFORMED, exc.detail)
 
-        session_ops, cached = self._check_session(envelope)
+        session_key, cached = self._check_session(envelope)
         if cached is not None:
             self.store.write_batch([], index)
             return cached
 
-        ctx = _Apply(self.store, index, envelope)
         try:
             self._check_envelope(envelope)
+        except Rejected as rejected:
+            result = error_result(rejected.code, rejected.detail, rejected.field)
+            self.store.write_batch(_session_ops(session_key, envelope, result), index)
+            return result
+        ctx = _Apply(self.store, index, envelope)
+        try:
             self._authorize(envelope)
             result = self._dispatch(ctx, body)
         except Rejected as rejected:
             ctx.ops.clear()  # a rejected command changes nothing but its session record
             result = error_result(rejected.code, rejected.detail, rejected.field)
-        ops = ctx.ops
-        if session_ops is not None:
-            ops.append(
-                (
-                    session_ops,
-                    _enc.encode(Session(envelope.request_seq, envelope.fingerprint, result)),
-                )
-            )
-        self.store.write_batch(ops, index)
+        self.store.write_batch(ctx.ops + _session_ops(session_key, envelope, result), index)
         return result
 
     def apply_noop(self, index: int) -> None:
@@ -428,6 +426,8 @@ class StateMachine:
         """(the session key to update, a cached result to return instead of applying)."""
         if command.request_seq == 0:
             return None, None
+        if command.request_seq < 0:
+            return None, error_result(VALIDATION, "must not be negative", "requestSeq")
         client_bytes = len(command.client_id.encode())
         if not (0 < client_bytes <= keys.CLIENT_ID_MAX_BYTES):
             return None, error_result(
@@ -463,7 +463,12 @@ class StateMachine:
 
     def _check_envelope(self, command: Command) -> None:
         _check_id(command.tenant_id, "tenantId")
-        _require(command.issued_at_ms >= 0, "issuedAtMs", "must not be negative")
+        # Bounded so that formatting it as a date can never fail on any replica.
+        _require(
+            0 <= command.issued_at_ms <= ISSUED_AT_MS_MAX,
+            "issuedAtMs",
+            "must be a time in years 1970-9999",
+        )
 
     def _authorize(self, command: Command) -> None:
         """AuthzAtCommit: the actor must be allowed this command at this log position."""
@@ -772,7 +777,7 @@ class StateMachine:
         return TalentPage(items=items, next_cursor=next_cursor)
 
     def _list_events(self, tenant_id: str, body: ListEvents, snapshot: Any) -> list[Event]:
-        _check_id(body.stream, "stream")
+        _require(keys.is_stream(body.stream), "stream", "must be 1-96 characters of [0-9A-Za-z_-]")
         _require(
             1 <= body.limit <= EVENTS_LIMIT_MAX,
             "limit",
@@ -794,6 +799,14 @@ class StateMachine:
         for event in events:
             assert event.tenant_id == tenant_id, (event.tenant_id, tenant_id)
         return events
+
+
+def _session_ops(session_key: bytes | None, command: Command, result: bytes) -> list[Op]:
+    """The write that records `result` as the client's last, if the command has a session."""
+    if session_key is None:
+        return []
+    session = Session(command.request_seq, command.fingerprint, result)
+    return [(session_key, _enc.encode(session))]
 
 
 def _bounded(rows: Iterable[tuple[bytes, bytes]], limit: int) -> Iterator[tuple[bytes, bytes]]:
