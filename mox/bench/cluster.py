@@ -38,6 +38,7 @@ import click
 __all__ = [
     "EtcdCluster",
     "LoadResult",
+    "MoxCluster",
     "command",
     "free_ports",
     "run_load",
@@ -311,6 +312,125 @@ class EtcdCluster:
         return factory
 
 
+class MoxCluster:
+    """A 3-node Mox cluster of `mox start` processes on 127.0.0.1, from the embedded default
+    config (fsync on), in a scratch directory; the bench bootstraps one tenant in it."""
+
+    def __init__(self, root: Path, size: int = 3) -> None:
+        from mox.node.cli import dump_toml, load_default_template, node_config_documents
+
+        assert size >= 1
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        ports = free_ports(2 * size)
+        self.client_ports = ports[:size]
+        documents = node_config_documents(load_default_template(), ports[:size], ports[size:])
+        self.config_paths: list[Path] = []
+        for node_id, document in documents.items():
+            path = root / f"node{node_id}.toml"
+            path.write_text(dump_toml(document))
+            self.config_paths.append(path)
+        self.admin_token = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Any] = []
+
+    @property
+    def client_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.client_ports]
+
+    def start(self) -> None:
+        env = {**os.environ, "MOX_ADMIN_TOKEN": self.admin_token}
+        for path in self.config_paths:
+            log = path.with_suffix(".log").open("wb")
+            self._logs.append(log)
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "mox.cli", "start", "--config", str(path)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
+
+    def stop(self) -> None:
+        stop_processes(self.processes)
+        for log in self._logs:
+            log.close()
+
+    async def leader_url(self, timeout_s: float = 30) -> str:
+        """The API URL of a leader that has applied an entry of its term (can serve)."""
+        import aiohttp
+
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while time.monotonic() < deadline:
+                for url in self.client_urls:
+                    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                        async with session.get(f"{url}/health") as r:
+                            status = await r.json(content_type=None)
+                            if (
+                                status.get("role") == "leader"
+                                and status["appliedIndex"] >= status["commitIndex"] >= 1
+                            ):
+                                return url
+                for process in self.processes:
+                    if process.poll() is not None:
+                        raise click.ClickException(
+                            f"a Mox node exited with code {process.returncode} (logs: {self.root})"
+                        )
+                await asyncio.sleep(0.1)
+        raise click.ClickException(
+            f"Mox elected no leader in {timeout_s:.0f} s (logs: {self.root})"
+        )
+
+    async def bootstrap(self, leader_url: str, reads: int, name: str) -> tuple[str, list[str]]:
+        """Create the bench tenant, then `reads` talents to read back: (API key, their ids)."""
+        import aiohttp
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.post(
+                f"{leader_url}/api/tenants",
+                json={"slug": "bench", "name": "Bench"},
+                headers={"Authorization": f"Bearer {self.admin_token}"},
+            ) as r:
+                body = await r.json(content_type=None)
+                if r.status != 201:
+                    raise click.ClickException(f"tenant bootstrap failed: HTTP {r.status} {body}")
+                key: str = body["apiKey"]["key"]
+            ids: list[str] = []
+            for n in range(reads):
+                async with session.post(
+                    f"{leader_url}/api/talents",
+                    json={"displayName": f"{name[:90]} {n}"},
+                    headers={"Authorization": f"Bearer {key}"},
+                ) as r:
+                    body = await r.json(content_type=None)
+                    if r.status != 201:
+                        raise click.ClickException(f"seeding failed: HTTP {r.status} {body}")
+                    ids.append(body["id"])
+        return key, ids
+
+    @staticmethod
+    def write_factory(leader_url: str, name: str) -> RequestFactory:
+        url = f"{leader_url}/api/talents"
+        body = json.dumps({"displayName": name}).encode()
+
+        def factory(_client: int, _seq: int) -> Request:
+            return "POST", url, body
+
+        return factory
+
+    def read_factory(self, ids: list[str]) -> RequestFactory:
+        urls = self.client_urls
+
+        def factory(client: int, seq: int) -> Request:
+            talent_id = ids[(client + seq) % len(ids)]
+            return "GET", f"{urls[client % len(urls)]}/api/talents/{talent_id}", None
+
+        return factory
+
+
 # -- the command -----------------------------------------------------------------------------
 
 
@@ -399,12 +519,53 @@ async def _bench_etcd(
     return results
 
 
+async def _bench_mox(
+    root: Path, client_counts: list[int], duration_s: float, value_size_bytes: int
+) -> list[LoadResult]:
+    # A talent whose display name is the value: a `value_size_bytes`-character string.
+    name = ("mox-bench-" * (value_size_bytes // 10 + 1))[:value_size_bytes]
+    cluster = MoxCluster(root / "mox")
+    results: list[LoadResult] = []
+    cluster.start()
+    try:
+        leader = await cluster.leader_url()
+        key, ids = await cluster.bootstrap(leader, reads=100, name=name)
+        headers = {"Authorization": f"Bearer {key}"}
+        click.echo(f"mox: 3 nodes up, leader {leader}")
+        for clients in client_counts:
+            results.append(
+                await run_load(
+                    "mox",
+                    "write",
+                    cluster.write_factory(leader, name),
+                    clients=clients,
+                    duration_s=duration_s,
+                    warmup_s=min(1.0, duration_s / 5),
+                    headers=headers,
+                )
+            )
+        results.append(
+            await run_load(
+                "mox",
+                "read",
+                cluster.read_factory(ids),
+                clients=max(client_counts),
+                duration_s=duration_s,
+                warmup_s=min(1.0, duration_s / 5),
+                headers=headers,
+            )
+        )
+    finally:
+        cluster.stop()
+    return results
+
+
 async def _bench(
     root: Path, client_counts: list[int], duration_s: float, value_size_bytes: int, etcd: bool
 ) -> list[LoadResult]:
     value = bytes(range(256)) * (value_size_bytes // 256 + 1)
     value = value[:value_size_bytes]
-    results: list[LoadResult] = []
+    results = await _bench_mox(root, client_counts, duration_s, value_size_bytes)
     if etcd:
         results.extend(await _bench_etcd(root, client_counts, duration_s, value))
     return results
