@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import threading
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_api_support import ADMIN_TOKEN, Cluster, bearer, bootstrap
 
 import mox.api.app
@@ -848,3 +852,164 @@ def test_a_stopped_node_answers_503(tmp_path: Path) -> None:
         assert body.get("field") is None
 
     run(tmp_path, scenario)
+
+
+# ----------------------------------------------------------- no 500 for any bad input
+
+
+class LiveNode:
+    """One node and its API on a loop in a background thread, for synchronous property tests."""
+
+    def __init__(self, root: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.cluster = Cluster(root, 1)
+        self.session: aiohttp.ClientSession | None = None
+        self._run(self._start())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    async def _start(self) -> None:
+        await self.cluster.start()
+        self.session = aiohttp.ClientSession()
+        self.url = self.cluster.leader().url
+        self.key, _ = await bootstrap(self.session, self.url, "fuzz")
+        body, _ = await call(
+            self.session,
+            "POST",
+            f"{self.url}/api/talents",
+            expect=201,
+            headers=bearer(self.key),
+            json={"displayName": "Target"},
+        )
+        self.talent_id = body["id"]
+
+    async def _request(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes, str]:
+        assert self.session is not None
+        async with self.session.request(
+            method, self.url + path, data=data, headers=headers, allow_redirects=False
+        ) as resp:
+            return resp.status, await resp.read(), resp.headers.get("Content-Type", "")
+
+    def request(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes, str]:
+        result: tuple[int, bytes, str] = self._run(self._request(method, path, data, headers))
+        return result
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self.session is not None:
+                await self.session.close()
+            await self.cluster.stop()
+
+        self._run(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
+    node = LiveNode(tmp_path_factory.mktemp("live"))
+    yield node
+    node.close()
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=12,
+)
+_talent_fields = [
+    "displayName",
+    "legalName",
+    "emails",
+    "location",
+    "languages",
+    "niches",
+    "tags",
+    "representation",
+    "commissionBps",
+    "accounts",
+    "status",
+    "expectedVersion",
+]
+_bodies = st.one_of(
+    _json_values,
+    st.dictionaries(st.sampled_from(_talent_fields), _json_values, max_size=5),
+    st.fixed_dictionaries(
+        {"displayName": st.text(max_size=300)},
+        optional={f: _json_values for f in _talent_fields[1:]},
+    ),
+)
+_header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    target=st.sampled_from(
+        [
+            "POST /api/talents",
+            "PATCH /api/talents/{id}",
+            "POST /api/tenants",
+            "POST /api/keys",
+            "GET /api/talents",
+            "DELETE /api/talents/{id}",
+        ]
+    ),
+    body=_bodies,
+    raw=st.none() | st.binary(max_size=40),
+    query=st.dictionaries(
+        st.sampled_from(["limit", "cursor", "consistency", "afterVersion"]),
+        _header_text,
+        max_size=3,
+    ),
+    extra=st.dictionaries(
+        st.sampled_from(["If-Match", "Idempotency-Key", "X-Request-Id"]), _header_text, max_size=2
+    ),
+    auth=st.sampled_from(["key", "admin", "none", "garbage"]),
+)
+def test_no_input_gets_a_500(
+    live: LiveNode,
+    target: str,
+    body: Any,
+    raw: bytes | None,
+    query: dict[str, str],
+    extra: dict[str, str],
+    auth: str,
+) -> None:
+    method, path = target.split(" ")
+    path = path.replace("{id}", live.talent_id)
+    if query:
+        path += "?" + urllib.parse.urlencode(query)
+    headers = dict(extra)
+    headers["Authorization"] = {
+        "key": f"Bearer {live.key}",
+        "admin": f"Bearer {ADMIN_TOKEN}",
+        "none": "",
+        "garbage": "Bearer mox.x.y.z",
+    }[auth]
+    if not headers["Authorization"]:
+        del headers["Authorization"]
+    data = raw if raw is not None else json.dumps(body).encode()
+    status, payload, content_type = live.request(method, path, data, headers)
+    assert status < 500, (status, payload)
+    if status >= 400:
+        assert content_type.startswith("application/problem+json")
+        problem = json.loads(payload)
+        assert problem["status"] == status and problem["code"] and problem["detail"]
