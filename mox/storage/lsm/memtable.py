@@ -100,7 +100,10 @@ class Memtable:
     def items(self) -> Iterator[tuple[bytes, tuple[Version, ...]]]:
         """Every key with its versions, ascending (frozen memtables only: no concurrent writes)."""
         assert self.frozen
-        yield from self._entries.items()
+        entries = self._entries
+        # Keys, then a dict lookup: much cheaper than SortedDict's items view.
+        for key in entries:
+            yield key, entries[key]
 
 
 def _versions_size_bytes(key: bytes, versions: tuple[Version, ...]) -> int:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import msgspec
 import xxhash
@@ -122,7 +122,6 @@ class TableWriter:
         self._entry_count = 0
         self._seq_min: int | None = None
         self._seq_max = 0
-        self._min_key: bytes | None = None
         self._finished = False
 
     @property
@@ -134,34 +133,42 @@ class TableWriter:
         """Bytes written so far plus the block being built (an estimate before `finish`)."""
         return self._offset + self._block_bytes
 
-    def add(self, key: bytes, versions: list[Version] | tuple[Version, ...]) -> None:
+    def add(self, key: bytes, versions: Sequence[Version]) -> None:
         """Append every version of `key` (ascending seq); keys come in ascending order."""
         assert not self._finished
         assert versions, "a key is added with at least one version"
-        if self._all_keys:
-            assert key > self._all_keys[-1], "keys are added in strictly ascending order"
-        else:
-            self._min_key = key
-        self._all_keys.append(key)
-        previous_seq = -1
-        for seq, value in versions:
-            assert seq > previous_seq, "versions in ascending seq"
-            previous_seq = seq
+        all_keys = self._all_keys
+        assert not all_keys or key > all_keys[-1], "keys are added in strictly ascending order"
+        all_keys.append(key)
+        if len(versions) == 1:  # the common case, kept lean: flush and compaction call this per key
+            seq, value = versions[0]
             self._keys.append(key)
             self._seqs.append(seq)
             self._values.append(value)
             self._block_bytes += (
                 len(key) + (len(value) if value is not None else 0) + _ENTRY_OVERHEAD_BYTES
             )
-            if self._seq_min is None or seq < self._seq_min:
-                self._seq_min = seq
-            self._seq_max = max(self._seq_max, seq)
+        else:
+            previous_seq = -1
+            for seq, value in versions:
+                assert seq > previous_seq, "versions in ascending seq"
+                previous_seq = seq
+                self._keys.append(key)
+                self._seqs.append(seq)
+                self._values.append(value)
+                self._block_bytes += (
+                    len(key) + (len(value) if value is not None else 0) + _ENTRY_OVERHEAD_BYTES
+                )
         self._entry_count += len(versions)
         if self._block_bytes >= self._block_size_bytes:
             self._write_block()
 
     def _write_block(self) -> None:
         assert self._keys
+        block_seq_min = min(self._seqs)
+        if self._seq_min is None or block_seq_min < self._seq_min:
+            self._seq_min = block_seq_min
+        self._seq_max = max(self._seq_max, max(self._seqs))
         payload = _encoder.encode((self._keys, self._seqs, self._values))
         sealed = seal_block(payload, self.file_number, self._offset)
         self._file.pwrite(self._offset, sealed)
@@ -193,12 +200,12 @@ class TableWriter:
         )
         bloom = build_bloom(self._all_keys, self._bloom_fp_rate)
         bloom_block = self._write_meta_block(bloom.save_bytes())
-        assert self._min_key is not None and self._seq_min is not None
+        assert self._seq_min is not None
         props = TableProps(
             file_number=self.file_number,
             entry_count=self._entry_count,
             key_count=len(self._all_keys),
-            min_key=self._min_key,
+            min_key=self._all_keys[0],
             max_key=self._all_keys[-1],
             seq_min=self._seq_min,
             seq_max=self._seq_max,

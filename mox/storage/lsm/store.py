@@ -539,7 +539,7 @@ class LsmStore:
 
             async def fill(writer: TableWriter) -> None:
                 for count, (key, versions) in enumerate(memtable.items(), start=1):
-                    writer.add(key, retain_versions(list(versions), snapshot_seqs, bottom=False))
+                    writer.add(key, retain_versions(versions, snapshot_seqs, bottom=False))
                     if count % _FLUSH_YIELD_KEYS == 0:
                         await asyncio.sleep(0)
 

@@ -11,6 +11,7 @@ would not say, and is dropped.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 
 __all__ = ["Version", "retain_versions", "visible_version"]
 
@@ -18,13 +19,15 @@ Version = tuple[int, bytes | None]
 
 
 def retain_versions(
-    versions: list[Version], snapshot_seqs: list[int], *, bottom: bool
-) -> list[Version]:
+    versions: Sequence[Version], snapshot_seqs: list[int], *, bottom: bool
+) -> Sequence[Version]:
     """The versions some reader can still see, in ascending seq.
 
     `snapshot_seqs` is sorted ascending. With `bottom`, trailing tombstones go too.
     """
     assert versions, "a key has at least one version"
+    if len(versions) == 1:  # the common case: nothing to choose
+        return [] if bottom and versions[0][1] is None else versions
     kept: list[Version] = []
     newer_seq: int | None = None
     for seq, value in reversed(versions):
@@ -46,7 +49,7 @@ def retain_versions(
     return kept
 
 
-def visible_version(versions: list[Version] | tuple[Version, ...], read_seq: int) -> Version | None:
+def visible_version(versions: Sequence[Version], read_seq: int) -> Version | None:
     """The newest version with seq <= read_seq (ascending `versions`), or None."""
     for index in range(len(versions) - 1, -1, -1):
         if versions[index][0] <= read_seq:
