@@ -106,6 +106,9 @@ class Checker:
         sink = self.env.sink
         assert sink is not None
         for event in sink.events:
+            if event["action"] in ("DropMessage", "DuplicateMessage"):
+                assert "state" not in event
+                continue
             assert event["action"] in CORE_ACTIONS, event["action"]
             state = event["state"]
             assert isinstance(state, dict) and set(STATE_FIELDS) <= set(state), event
@@ -152,10 +155,10 @@ def run_schedule(seed: int, steps: int, members: int, extra_nodes: int, conf_cha
                 msg = env.queue.pop(rng.randrange(len(env.queue)))
                 fate = rng.random()
                 if fate < 0.08:
-                    pass  # dropped
+                    env.drop(msg, "chaos")
                 else:
                     if fate < 0.14:
-                        env.queue.append(msg)  # duplicated
+                        env.duplicate(msg)
                     env.deliver(msg)
         elif roll < 0.88:
             proposal += 1

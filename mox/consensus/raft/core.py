@@ -434,7 +434,7 @@ class RaftCore:
                     "ClientRequest", args={"index": entry.index, "commands": [c.hex() for c in batch]}
                 )
         self.broadcast_append(send_if_empty=False)
-        self._maybe_commit()
+        self.maybe_commit()
         self._assert_invariants()
         return self.log.last_index()
 
@@ -477,7 +477,7 @@ class RaftCore:
         if self._tracing:
             self._emit("ChangeMembership", args={change.op: node, "config": new, "index": entry.index})
         self.broadcast_append(send_if_empty=False)
-        self._maybe_commit()
+        self.maybe_commit()
         self._maybe_confirm_reads()
         self._assert_invariants()
         return entry.index
@@ -579,7 +579,7 @@ class RaftCore:
             if self.log.term_at(last.index) == last.term:
                 self.log.stable_index = max(self.log.stable_index, last.index)
         if self.role is Role.LEADER:
-            self._maybe_commit()
+            self.maybe_commit()
         self._assert_invariants()
 
     # -- roles -------------------------------------------------------------------------------
@@ -791,7 +791,7 @@ class RaftCore:
         if self._tracing:
             self._emit("HandleAppendEntriesResponse", m)
         if m.success:
-            self._maybe_commit()
+            self.maybe_commit()
         self._maybe_confirm_reads()
         if self.role is Role.LEADER and in_config and (m.success or not snapshot_in_flight):
             self._send_pipeline(m.src)
@@ -829,7 +829,7 @@ class RaftCore:
         self._progress_acknowledged(pr, m.match_index)
         if self._tracing:
             self._emit("HandleInstallSnapshotResponse", m)
-        self._maybe_commit()
+        self.maybe_commit()
         if self.role is Role.LEADER and m.src in self.log.config():
             self._send_pipeline(m.src)
 
@@ -869,7 +869,7 @@ class RaftCore:
             if not self.send_append(peer, send_if_empty=False):
                 return
 
-    def _maybe_commit(self) -> None:
+    def maybe_commit(self) -> None:
         """Spec AdvanceCommitIndex, counting the leader's own entries only once persisted."""
         if self.role is not Role.LEADER:
             return

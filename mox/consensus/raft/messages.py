@@ -158,7 +158,8 @@ def decode_message(data: bytes) -> Message:
     """Decodes one message; raises MalformedMessage (a ValueError) naming what is wrong."""
     try:
         msg: Message = _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        # msgspec lets a UnicodeDecodeError through for invalid UTF-8 in a string (the tag).
         raise MalformedMessage(f"malformed raft message ({len(data)} bytes): {exc}") from None
     return msg
 

@@ -13,6 +13,7 @@ processing and applied entries.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,7 +35,7 @@ from mox.consensus.raft.messages import (
     decode_message,
     encode_message,
 )
-from mox.consensus.raft.trace import ListTraceSink
+from mox.consensus.raft.trace import ListTraceSink, message_to_trace
 
 __all__ = ["InteractionEnv", "MemStorage", "ScenarioError", "SimNode", "format_message"]
 
@@ -134,6 +135,8 @@ class _EnvSink(ListTraceSink):
 
     def emit(self, event: dict[str, object]) -> None:
         self.events.append(event)
+        if self.env.history is not None:
+            self.env.history.append(event)
         if self.env.recording:
             self.env.out.append(format_event(event, self.env.initial_members))
 
@@ -145,7 +148,12 @@ def _fixed_timeouts(node_id: int) -> Iterator[int]:
 class InteractionEnv:
     """A cluster on one shared message queue, driven command by command."""
 
-    def __init__(self, timeouts: Callable[[int], Iterator[int]] = _fixed_timeouts, trace: bool = True) -> None:
+    def __init__(
+        self,
+        timeouts: Callable[[int], Iterator[int]] = _fixed_timeouts,
+        trace: bool = True,
+        keep_history: bool = False,
+    ) -> None:
         self.nodes: dict[int, SimNode] = {}
         self.queue: list[Message] = []
         self.timeouts = timeouts
@@ -156,6 +164,23 @@ class InteractionEnv:
         self.groups: dict[int, int] | None = None
         self.out: list[str] = []
         self.initial_members: tuple[int, ...] = ()
+        # Every trace event of the run, in order (for trace files), when asked for.
+        self.history: list[dict[str, object]] | None = [] if keep_history else None
+
+    def trace_ndjson(self) -> str:
+        """The run's trace in the NDJSON format of specs/README.md: a header line, then one
+        line per event with `i` and `t_ns` (the event number: the harness has no clock)."""
+        assert self.history is not None, "InteractionEnv(keep_history=True) records the trace"
+        header = {
+            "version": 1,
+            "protocol": "raft",
+            "nodes": sorted(self.nodes),
+            "config": list(self.initial_members),
+        }
+        lines = [json.dumps({"header": header})]
+        for i, event in enumerate(self.history):
+            lines.append(json.dumps({"i": i, "t_ns": i, **event}))
+        return "\n".join(lines) + "\n"
 
     # -- building ----------------------------------------------------------------------------
 
@@ -205,12 +230,29 @@ class InteractionEnv:
     def deliver(self, msg: Message) -> None:
         """Steps `msg` into its destination (through the codec), unless partitioned away."""
         if msg.dst not in self.nodes:
-            self.out.append(f"drop {format_message(msg)} (no node {msg.dst})")
+            self.drop(msg, "no_node")
             return
         if self.groups is not None and self.groups.get(msg.src) != self.groups.get(msg.dst):
-            self.out.append(f"drop {format_message(msg)} (partition)")
+            self.drop(msg, "partition")
             return
         self.nodes[msg.dst].core.step(decode_message(encode_message(msg)))
+
+    def drop(self, msg: Message, reason: str) -> None:
+        """The network loses `msg` (traced as the spec's DropMessage)."""
+        self._network_event("DropMessage", msg, reason)
+
+    def duplicate(self, msg: Message) -> None:
+        """The network delivers `msg` twice: a second copy is queued (DuplicateMessage)."""
+        self.queue.append(msg)
+        self._network_event("DuplicateMessage", msg, None)
+
+    def _network_event(self, action: str, msg: Message, reason: str | None) -> None:
+        if self.sink is None:
+            return
+        event: dict[str, object] = {"node": msg.dst, "action": action, "msg": message_to_trace(msg)}
+        if reason is not None:
+            event["args"] = {"reason": reason}
+        self.sink.emit(event)
 
     def deliver_all(self, to: set[int] | None = None) -> int:
         """Delivers every message queued now (not the ones this produces), in queue order."""
@@ -360,12 +402,12 @@ def _cmd_deliver_msgs(env: InteractionEnv, args: list[str]) -> None:
 def _cmd_drop_msgs(env: InteractionEnv, args: list[str]) -> None:
     targets = {env._node(a).config.node_id for a in args} if args else None
     keep: list[Message] = []
+    dropped: list[Message] = []
     for msg in env.queue:
-        if targets is None or msg.dst in targets:
-            env.out.append(f"drop {format_message(msg)}")
-        else:
-            keep.append(msg)
+        (dropped if targets is None or msg.dst in targets else keep).append(msg)
     env.queue = keep
+    for msg in dropped:
+        env.drop(msg, "drop-msgs")
 
 
 def _cmd_stabilize(env: InteractionEnv, args: list[str]) -> None:
@@ -476,6 +518,10 @@ def format_message(msg: Message) -> str:
 
 def format_event(event: dict[str, Any], initial_members: tuple[int, ...]) -> str:
     """One trace event as one line: node, action, message, args, then the state after."""
+    if "state" not in event:  # the network's DropMessage / DuplicateMessage
+        reason = event.get("args", {}).get("reason")
+        line = f"{event['action']} {_format_trace_msg(event['msg'])}"
+        return f"{line} ({reason})" if reason else line
     state = event["state"]
     parts = [f"{event['node']}: {event['action']}"]
     msg = event.get("msg")
