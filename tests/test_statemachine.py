@@ -868,3 +868,46 @@ def test_no_command_makes_apply_raise(
             ListEvents(stream="talent-a1"),
         ):
             ht.query(query, tenant)
+
+
+def test_sessions_expire_after_their_ttl_and_are_pruned(ht: Harness) -> None:
+    from mox.statemachine import keys
+    from mox.statemachine.machine import SESSION_PRUNE_EVERY, SESSION_TTL_MS
+
+    ht.register("a1")
+    day = SESSION_TTL_MS
+
+    def rename(name: str, client: str, seq: int, at_ms: int) -> Result:
+        return ht.apply(
+            UpdateProfile(talent_id="a1", display_name=name),
+            client_id=client,
+            request_seq=seq,
+            issued_at_ms=at_ms,
+        )
+
+    def expiry_entries() -> list[bytes]:
+        return [k for k, _ in ht.store.scan_prefix(keys.session_expiry_prefix("T1"))]
+
+    expect(rename("One", "c1", 1, T0_MS), "OK")
+    expect(rename("Two", "c1", 2, T0_MS + 1000), "OK")
+    # One expiry entry per session: the update moved it rather than adding one.
+    assert expiry_entries() == [keys.session_expiry_key("T1", T0_MS + 1000 + day, "c1")]
+    expect(rename("Other", "c2", 1, T0_MS + 2000), "OK")
+    # Within the TTL a retry is answered from the session, however many commands pass.
+    while (ht.index + 1) % SESSION_PRUNE_EVERY != 0:
+        ht.apply(UpdateProfile(talent_id="a1", display_name="filler"), issued_at_ms=T0_MS + day)
+    version = ht.talent("a1").version
+    assert rename("Two", "c1", 2, T0_MS + day).decode_value(Talent).version == 3  # cached
+    assert ht.talent("a1").version == version
+    # Past c1's TTL (but not c2's), the next pruning index deletes c1's session only.
+    while (ht.index + 1) % SESSION_PRUNE_EVERY != 0:
+        ht.apply(
+            UpdateProfile(talent_id="a1", display_name="filler"), issued_at_ms=T0_MS + 1500 + day
+        )
+    ht.apply(UpdateProfile(talent_id="a1", display_name="pruner"), issued_at_ms=T0_MS + 1500 + day)
+    assert ht.store.get(keys.session_key("T1", "c1")) is None
+    assert ht.store.get(keys.session_key("T1", "c2")) is not None
+    assert expiry_entries() == [keys.session_expiry_key("T1", T0_MS + 2000 + day, "c2")]
+    # So a retry that late is a new request: it applies again.
+    late = rename("Two", "c1", 2, T0_MS + 1600 + day)
+    assert late.decode_value(Talent).version == ht.talent("a1").version

@@ -13,6 +13,7 @@ tenant).
     t/<tid>/handle/<platform>/<handle>     talent id owning (platform, lower(handle))
     t/<tid>/ev/<stream>/<version:020d>     Event
     t/<tid>/s/<client_id>                  Session (exactly-once record)
+    t/<tid>/sx/<expires:020d>/<client_id>  expiry index of sessions (pruned in order)
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ def admin_session_key(client_id: str) -> bytes:
     encoded = client_id.encode()
     assert 0 < len(encoded) <= CLIENT_ID_MAX_BYTES, client_id
     return b"g/admin/s/" + encoded
+
+
+def session_expiry_prefix(tenant_id: str | None) -> bytes:
+    """Where the expiry index of a tenant's sessions (None: the operator's) lives."""
+    if tenant_id is None:
+        return b"g/admin/sx/"
+    return tenant_prefix(tenant_id) + b"sx/"
+
+
+def session_expiry_key(tenant_id: str | None, expires_at_ms: int, client_id: str) -> bytes:
+    assert 0 <= expires_at_ms < 10**VERSION_DIGITS, expires_at_ms
+    expires = str(expires_at_ms).zfill(VERSION_DIGITS).encode()
+    return session_expiry_prefix(tenant_id) + expires + b"/" + client_id.encode()
 
 
 def slug_key(slug: str) -> bytes:

@@ -112,6 +112,11 @@ LIST_LIMIT_MAX: Final = 200
 EVENTS_LIMIT_MAX: Final = 1000
 BPS_MAX: Final = 10_000
 ISSUED_AT_MS_MAX: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+# Exactly-once holds for retries within this long of a client's last command (like the
+# 24 h of common idempotency-key APIs); older sessions are pruned.
+SESSION_TTL_MS: Final = 24 * 3600 * 1000
+SESSION_PRUNE_EVERY: Final = 8
+SESSION_PRUNE_MAX: Final = 16
 
 SLUG_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 EMAIL_RE: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -396,7 +401,7 @@ class StateMachine:
             self.store.write_batch([], index)
             return error_result(MALFORMED, exc.detail)
 
-        session_key, cached = self._check_session(envelope)
+        slot, cached = self._check_session(envelope)
         if cached is not None:
             self.store.write_batch([], index)
             return cached
@@ -405,8 +410,9 @@ class StateMachine:
             self._check_envelope(envelope)
         except Rejected as rejected:
             result = error_result(rejected.code, rejected.detail, rejected.field)
-            self.store.write_batch(_session_ops(session_key, envelope, result), index)
+            self.store.write_batch(_session_ops(slot, envelope, result), index)
             return result
+        prune_ops = self._prune_sessions(envelope, index)
         ctx = _Apply(self.store, index, envelope)
         try:
             self._authorize(envelope)
@@ -414,7 +420,7 @@ class StateMachine:
         except Rejected as rejected:
             ctx.ops.clear()  # a rejected command changes nothing but its session record
             result = error_result(rejected.code, rejected.detail, rejected.field)
-        self.store.write_batch(ctx.ops + _session_ops(session_key, envelope, result), index)
+        self.store.write_batch(prune_ops + ctx.ops + _session_ops(slot, envelope, result), index)
         return result
 
     def apply_noop(self, index: int) -> None:
@@ -422,8 +428,8 @@ class StateMachine:
         assert index >= 1, index
         self.store.write_batch([], index)
 
-    def _check_session(self, command: Command) -> tuple[bytes | None, bytes | None]:
-        """(the session key to update, a cached result to return instead of applying)."""
+    def _check_session(self, command: Command) -> tuple[_SessionSlot | None, bytes | None]:
+        """(the session to record this command in, a result to return instead of applying)."""
         if command.request_seq == 0:
             return None, None
         if command.request_seq < 0:
@@ -433,17 +439,18 @@ class StateMachine:
             return None, error_result(
                 VALIDATION, f"must be 1-{keys.CLIENT_ID_MAX_BYTES} bytes", "clientId"
             )
-        if command.kind == "CreateTenant":
-            key = keys.admin_session_key(command.client_id)
-        elif keys.is_id(command.tenant_id):
-            key = keys.session_key(command.tenant_id, command.client_id)
-        else:
+        scope = _session_scope(command)
+        if scope == "":
             return None, error_result(
                 VALIDATION, "must be 1-64 characters of [0-9A-Za-z_-]", "tenantId"
             )
+        if scope is None:
+            key = keys.admin_session_key(command.client_id)
+        else:
+            key = keys.session_key(scope, command.client_id)
         raw = self.store.get(key)
         if raw is None:
-            return key, None
+            return _SessionSlot(key, scope, command.client_id, None), None
         session = _session_dec.decode(raw)
         if command.request_seq == session.last_seq:
             if command.fingerprint != session.fingerprint:
@@ -459,7 +466,41 @@ class StateMachine:
                 f"request {command.request_seq} is older than the last applied {session.last_seq}",
                 "requestSeq",
             )
-        return key, None
+        return _SessionSlot(key, scope, command.client_id, session), None
+
+    def _prune_sessions(self, command: Command, index: int) -> list[Op]:
+        """Delete a few sessions of the command's scope that expired before its issue time.
+
+        Runs at every SESSION_PRUNE_EVERY-th index and deletes at most SESSION_PRUNE_MAX, so
+        the work per command is bounded while pruning outpaces session creation (at most
+        one per command). It depends only on the state, the index and the command: the same
+        on every replica.
+        """
+        if index % SESSION_PRUNE_EVERY != 0:
+            return []
+        scope = _session_scope(command)
+        if scope == "":
+            return []
+        prefix = keys.session_expiry_prefix(scope)
+        keep = command.client_id if command.request_seq > 0 else None
+        ops: list[Op] = []
+        for key, _ in _bounded(
+            self.store.scan_prefix(prefix, None, None, SESSION_PRUNE_MAX), SESSION_PRUNE_MAX
+        ):
+            rest = key[len(prefix) :]
+            assert rest[keys.VERSION_DIGITS : keys.VERSION_DIGITS + 1] == b"/", key
+            if int(rest[: keys.VERSION_DIGITS]) >= command.issued_at_ms:
+                break
+            ops.append((key, None))
+            client_id = rest[keys.VERSION_DIGITS + 1 :].decode()
+            if client_id != keep:  # the command's own session is rewritten below
+                session_key = (
+                    keys.admin_session_key(client_id)
+                    if scope is None
+                    else keys.session_key(scope, client_id)
+                )
+                ops.append((session_key, None))
+        return ops
 
     def _check_envelope(self, command: Command) -> None:
         _check_id(command.tenant_id, "tenantId")
@@ -801,12 +842,35 @@ class StateMachine:
         return events
 
 
-def _session_ops(session_key: bytes | None, command: Command, result: bytes) -> list[Op]:
-    """The write that records `result` as the client's last, if the command has a session."""
-    if session_key is None:
+class _SessionSlot(msgspec.Struct, frozen=True):
+    key: bytes
+    scope: str | None  # the tenant id, or None for the operator's sessions
+    client_id: str
+    old: Session | None
+
+
+def _session_scope(command: Command) -> str | None:
+    """The tenant whose session table the command uses; None: the operator's; "": invalid."""
+    if command.kind == "CreateTenant":
+        return None
+    return command.tenant_id if keys.is_id(command.tenant_id) else ""
+
+
+def _session_ops(slot: _SessionSlot | None, command: Command, result: bytes) -> list[Op]:
+    """Record `result` as the client's last, with its expiry index entry."""
+    if slot is None:
         return []
-    session = Session(command.request_seq, command.fingerprint, result)
-    return [(session_key, _enc.encode(session))]
+    issued_at_ms = min(max(command.issued_at_ms, 0), ISSUED_AT_MS_MAX)
+    expires_at_ms = issued_at_ms + SESSION_TTL_MS
+    ops: list[Op] = []
+    if slot.old is not None and slot.old.expires_at_ms != expires_at_ms:
+        ops.append(
+            (keys.session_expiry_key(slot.scope, slot.old.expires_at_ms, slot.client_id), None)
+        )
+    session = Session(command.request_seq, command.fingerprint, result, expires_at_ms)
+    ops.append((slot.key, _enc.encode(session)))
+    ops.append((keys.session_expiry_key(slot.scope, expires_at_ms, slot.client_id), b""))
+    return ops
 
 
 def _bounded(rows: Iterable[tuple[bytes, bytes]], limit: int) -> Iterator[tuple[bytes, bytes]]:

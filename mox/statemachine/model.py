@@ -98,8 +98,11 @@ class Event(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
 
 
 class Session(msgspec.Struct, array_like=True, frozen=True):
-    """The exactly-once record of one client: its last applied seq and that result."""
+    """The exactly-once record of one client: its last applied seq and that result.
+
+    It expires `SESSION_TTL_MS` after its last command's issue time (see machine.py)."""
 
     last_seq: int
     fingerprint: str
     result: bytes
+    expires_at_ms: int = 0
