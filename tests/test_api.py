@@ -695,6 +695,25 @@ def test_idempotency_keys_apply_a_request_once(tmp_path: Path) -> None:
         )
         page, _ = await call(s, "GET", f"{url}/api/talents", expect=200, headers=bearer(key))
         assert [t["id"] for t in page["items"]] == [one["id"]]
+        conditional = bearer(key, **{"Idempotency-Key": "cond-1", "If-Match": '"1"'})
+        await call(
+            s,
+            "PATCH",
+            f"{url}/api/talents/{one['id']}",
+            expect=200,
+            headers=conditional,
+            json={"tags": ["a"]},
+        )
+        other_condition = bearer(key, **{"Idempotency-Key": "cond-1", "If-Match": '"7"'})
+        await problem(
+            s,
+            "PATCH",
+            f"{url}/api/talents/{one['id']}",
+            422,
+            "IDEMPOTENCY_KEY_REUSED",
+            headers=other_condition,
+            json={"tags": ["a"]},
+        )
         patch = bearer(key, **{"Idempotency-Key": "rename-1"})
         for _ in range(3):
             renamed, _ = await call(
@@ -705,7 +724,7 @@ def test_idempotency_keys_apply_a_request_once(tmp_path: Path) -> None:
                 headers=patch,
                 json={"displayName": "Anna"},
             )
-            assert renamed["version"] == 2
+            assert renamed["version"] == 3
         # The same key under another tenant is another session.
         other, _ = await bootstrap(s, url, "idem-other")
         await call(

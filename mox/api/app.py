@@ -78,7 +78,14 @@ from mox.statemachine.commands import ACTOR_ADMIN, ACTOR_APIKEY_PREFIX, CommandB
 from mox.statemachine.machine import key_is_usable
 from mox.statemachine.model import SCOPES
 
-__all__ = ["FORWARDED_HEADER", "LEADER_HEADER", "METRICS", "REQUEST_BODY_MAX_BYTES", "NodeApi", "create_app"]
+__all__ = [
+    "FORWARDED_HEADER",
+    "LEADER_HEADER",
+    "METRICS",
+    "REQUEST_BODY_MAX_BYTES",
+    "NodeApi",
+    "create_app",
+]
 
 REQUEST_BODY_MAX_BYTES: Final = 1024 * 1024
 FORWARDED_HEADER: Final = "X-Mox-Forwarded-By"
@@ -334,9 +341,10 @@ class _Api:
             client_id = "idem:" + _sha256_hex(idempotency_key.encode())[:40]
             request_seq = 1
             raw = await request.read()
-            fingerprint = _sha256_hex(
-                request.method.encode() + b"\0" + request.path.encode() + b"\0" + raw
-            )[:32]
+            # The request as the client sent it: a retry must repeat all of it.
+            if_match = request.headers.get("If-Match", "").encode()
+            parts = (request.method.encode(), request.path.encode(), if_match, raw)
+            fingerprint = _sha256_hex(b"\0".join(parts))[:32]
         request_id = structlog.contextvars.get_contextvars().get("request_id", "")
         command = make_command(
             body,
