@@ -68,6 +68,7 @@ async def problem(
     if field is not None:
         assert body.get("field") == field, body
     assert "Traceback" not in json.dumps(body)
+    assert isinstance(body, dict)
     return body
 
 

@@ -81,6 +81,7 @@ class Cluster:
         config = self.config(node_id)
         logs = io.StringIO()
         logger = make_logger(logs, node=node_id)
+        transport_logger: Any = logger  # structlog's logger fits the transport's EventLogger
         peers = {
             i: ("127.0.0.1", self.cluster_ports[i]) for i in self.cluster_ports if i != node_id
         }
@@ -90,7 +91,7 @@ class Cluster:
             peers,
             16 * 1000**2,
             1024,
-            logger,
+            transport_logger,
             cluster_id="apitest",
             random=RealRandom(),
         )
