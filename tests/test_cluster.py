@@ -164,6 +164,7 @@ def test_three_processes_failover_catch_up_and_restart(tmp_path: Path) -> None:
             assert caught_up["appliedIndex"] >= commit_index
             await assert_readable(session, cluster.url(leader), key, acked, "stale")
 
+            cluster.assert_alive()
             # No acknowledged write is lost, on any node, after a full clean restart.
             cluster.stop()
             for node_id in cluster.ids:

@@ -127,6 +127,13 @@ class ProcCluster:
                 process.wait()
             self.logs[node_id].close()
 
+    def assert_alive(self) -> None:
+        """Every started node still runs (a node that died on its own shows its log)."""
+        for node_id, process in self.processes.items():
+            if process.poll() is not None:
+                tail = "\n".join(self.log_text(node_id).splitlines()[-30:])
+                raise AssertionError(f"node {node_id} exited with {process.returncode}:\n{tail}")
+
     def log_text(self, node_id: int) -> str:
         return self.log_path(node_id).read_text(errors="replace")
 

@@ -219,8 +219,12 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     admin_token: str | None = None,
-) -> None:
-    """Run one node until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
+) -> int:
+    """Run one node until `stop` is set (or SIGINT/SIGTERM when `stop` is None).
+
+    Returns the exit code: 0 after a requested stop, 1 if the node stopped on its own (a
+    bug or a damaged disk), which is logged as `node.failed` with the traceback.
+    """
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
@@ -252,6 +256,7 @@ async def serve(
     )
     node: Node | None = None
     runner: web.AppRunner | None = None
+    failure: BaseException | None = None
     try:
         node = await Node.open(
             node_config_from(config), fs=fs, transport=transport, clock=RealClock(), rng=rng
@@ -293,19 +298,27 @@ async def serve(
         done, _ = await asyncio.wait({stopped, run_task}, return_when=asyncio.FIRST_COMPLETED)
         if run_task in done:
             stopped.cancel()
-            run_task.result()  # re-raises why the node stopped on its own
-            raise RuntimeError("the node's run task ended without a stop request")
-        logger.info("node.stopping", node=me.id)
+            failure = run_task.exception() or RuntimeError("the run task ended by itself")
+            logger.error("node.failed", node=me.id, exc_info=failure)
+        else:
+            logger.info("node.stopping", node=me.id)
     finally:
         if runner is not None:
             await runner.cleanup()
-        if node is not None:
-            await node.stop()
-        else:
+        if node is None:
             await transport.close()
+        else:
+            try:
+                await node.stop()
+            except Exception:
+                if failure is None:
+                    raise
+                # Already reported as node.failed: stop() re-raises the run task's error.
+                await transport.close()
         fs.close()
         lock.close()
-    logger.info("node.stopped", node=me.id)
+    logger.info("node.stopped", node=me.id, failed=failure is not None)
+    return 0 if failure is None else 1
 
 
 def _event_loop_factory(name: str) -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
@@ -320,10 +333,10 @@ def _event_loop_factory(name: str) -> tuple[Callable[[], asyncio.AbstractEventLo
     return asyncio.new_event_loop, "asyncio"
 
 
-def _run(main: Coroutine[Any, Any, None], loop_name: str) -> None:
+def _run(main: Coroutine[Any, Any, int], loop_name: str) -> int:
     factory, _ = _event_loop_factory(loop_name)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main)
+        return runner.run(main)
 
 
 @click.command("start")
@@ -352,7 +365,9 @@ def start_command(config_path: str, loop_name: str) -> None:
     handler = _StdlibToStructlog(logger)
     logging.getLogger("mox").addHandler(handler)
     logging.getLogger("mox").setLevel(logging.INFO)
-    _run(serve(config, logger), loop_name)
+    code = _run(serve(config, logger), loop_name)
+    if code:
+        sys.exit(code)
 
 
 # -- mox dev -----------------------------------------------------------------------------
