@@ -154,3 +154,54 @@ def test_sync_client(tmp_path: Path) -> None:
             await cluster.stop()
 
     asyncio.run(main())
+
+
+def test_concurrent_writes_through_a_leader_crash_apply_exactly_once(tmp_path: Path) -> None:
+    writes = 30
+
+    async def main() -> None:
+        cluster = await Cluster(tmp_path, 3).start()
+        try:
+            urls = [running.url for running in cluster.nodes.values()]
+            async with MoxClient(urls, admin_token=ADMIN_TOKEN, backoff_s=0.02) as admin:
+                created = await admin.create_tenant("crashy", "Crashy")
+            done = 0
+            crashed = asyncio.Event()
+
+            async def write(n: int) -> str:
+                nonlocal done
+                # One client per writer, as separate processes would have.
+                async with MoxClient(
+                    urls, api_key=created.api_key.key, backoff_s=0.02, retries=40, timeout_s=3
+                ) as client:
+                    talent = await client.register_talent(f"W{n}", idempotency_key=f"w-{n}")
+                    again = await client.register_talent(f"W{n}", idempotency_key=f"w-{n}")
+                    assert again.id == talent.id
+                done += 1
+                return talent.id
+
+            async def crash_leader() -> None:
+                while done < writes // 3:
+                    await asyncio.sleep(0.005)
+                leader = cluster.leader()
+                leader.node.crash()  # a power cut: nothing more is written
+                await leader.runner.cleanup()
+                for node_id, running in list(cluster.nodes.items()):
+                    if running is leader:
+                        del cluster.nodes[node_id]
+                crashed.set()
+
+            crasher = asyncio.create_task(crash_leader())
+            ids = await asyncio.gather(*(write(n) for n in range(writes)))
+            await crasher
+            assert crashed.is_set()
+            assert len(set(ids)) == writes
+            async with MoxClient(
+                urls, api_key=created.api_key.key, backoff_s=0.02, retries=40
+            ) as reader:
+                names = sorted([t.display_name async for t in reader.iter_talents()])
+            assert names == sorted(f"W{n}" for n in range(writes))
+        finally:
+            await cluster.stop()
+
+    asyncio.run(main())
