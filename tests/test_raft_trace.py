@@ -89,6 +89,8 @@ def test_append_entries_event_format() -> None:
     assert env.sink is not None
     env.sink.events.clear()
     env.nodes[1].core.propose([b"x"])
+    assert not any(e["action"] == "AppendEntries" for e in env.sink.events)  # sent at ready()
+    env.process_ready(1)
     event = next(e for e in env.sink.events if e["action"] == "AppendEntries")
     assert event["msg"] == {
         "type": "AppendEntries",

@@ -268,6 +268,10 @@ class RaftCore:
         self._read_states: list[ReadState] = []
         self._pending_install: SnapshotInstall | None = None
         self._outstanding: Ready | None = None
+        # New entries on the leader not yet offered to followers (sent at the next ready()).
+        self._append_pending = False
+        # The commit index moved; followers hear of it at the next ready() (even without entries).
+        self._commit_broadcast_pending = False
 
         self._trace = trace
         self._tracing = tracing_enabled(trace)
@@ -433,7 +437,8 @@ class RaftCore:
                 self._emit(
                     "ClientRequest", args={"index": entry.index, "commands": [c.hex() for c in batch]}
                 )
-        self.broadcast_append(send_if_empty=False)
+        # Replication waits for the next ready(): proposals until then share messages.
+        self._append_pending = True
         self.maybe_commit()
         self._assert_invariants()
         return self.log.last_index()
@@ -476,7 +481,7 @@ class RaftCore:
             self._progress[node] = Progress(self._leader_start_next_index)
         if self._tracing:
             self._emit("ChangeMembership", args={change.op: node, "config": new, "index": entry.index})
-        self.broadcast_append(send_if_empty=False)
+        self._append_pending = True
         self.maybe_commit()
         self._maybe_confirm_reads()
         self._assert_invariants()
@@ -521,7 +526,9 @@ class RaftCore:
             return False
         log = self.log
         return bool(
-            self._msgs_now
+            self._append_pending
+            or self._commit_broadcast_pending
+            or self._msgs_now
             or self._msgs_after
             or self._read_states
             or self._pending_install is not None
@@ -533,6 +540,11 @@ class RaftCore:
     def ready(self) -> Ready:
         """What to persist, send and apply now. Call `advance(rd)` before the next `ready()`."""
         assert self._outstanding is None, "ready() called again before advance()"
+        if self._append_pending or self._commit_broadcast_pending:
+            if self.role is Role.LEADER:
+                self.broadcast_append(send_if_empty=self._commit_broadcast_pending)
+            self._append_pending = False
+            self._commit_broadcast_pending = False
         log = self.log
         hard: HardState | None = None
         if (self.term, self.voted_for, log.commit_index) != self._persisted:
@@ -596,6 +608,8 @@ class RaftCore:
         self._votes_responded.clear()
         self._votes_granted.clear()
         if was_leader:
+            self._append_pending = False
+            self._commit_broadcast_pending = False
             self._progress.clear()
             self._read_states.extend(self._read_only.fail_all())
         self._reset_election_timer()
@@ -899,7 +913,9 @@ class RaftCore:
             self._read_only.waiting_for_commit.clear()
             self._start_read_round(waiting)
         else:
-            self.broadcast_append(send_if_empty=True)
+            # Followers learn the new commit index at the next ready(), in one message each
+            # however many responses advanced it meanwhile.
+            self._commit_broadcast_pending = True
 
     def _start_read_round(self, ctxs: list[bytes]) -> None:
         assert self.role is Role.LEADER

@@ -206,24 +206,31 @@ class InteractionEnv:
         if not core.has_ready():
             return False
         rd = core.ready()
-        self._ready_line(node_id, rd)
+        if self.recording:
+            self._ready_line(node_id, rd)
         self.queue.extend(rd.messages_now)
         if crash_before_persist:
             node.restart()
-            self.out.append(f"{node_id}: crash before persist")
+            if self.recording:
+                self.out.append(f"{node_id}: crash before persist")
             return True
         node.storage.persist(rd)
         self.queue.extend(rd.messages_after_persist)
         if rd.snapshot is not None:
             node.applied = _applied_decoder.decode(rd.snapshot.data)
-            self.out.append(f"{node_id}: install snapshot {rd.snapshot.meta.index}@{rd.snapshot.meta.term}")
+            if self.recording:
+                meta = rd.snapshot.meta
+                self.out.append(f"{node_id}: install snapshot {meta.index}@{meta.term}")
         for entry in rd.committed_entries:
             assert not node.applied or node.applied[-1][0] == entry.index - 1, (node.applied[-1:], entry)
             node.applied.append((entry.index, entry.term, entry.kind, tuple(entry.commands)))
-            self.out.append(f"{node_id}: apply {entry.index}:{format_entry(entry)} {_commands(entry.commands)}".rstrip())
+            if self.recording:
+                line = f"{node_id}: apply {entry.index}:{format_entry(entry)} {_commands(entry.commands)}"
+                self.out.append(line.rstrip())
         for rs in rd.read_states:
             node.read_results.append((rs.ctx, rs.index))
-            self.out.append(f"{node_id}: read {rs.ctx.decode(errors='replace')} index={rs.index}")
+            if self.recording:
+                self.out.append(f"{node_id}: read {rs.ctx.decode(errors='replace')} index={rs.index}")
         core.advance(rd)
         return True
 
