@@ -282,11 +282,11 @@ def test_wrong_magic_and_version_are_format_errors(env: Env) -> None:
     import xxhash
 
     def future(old: bytes) -> bytes:
-        fields = bytearray(old[:112])  # the header fields before the checksum
+        fields = bytearray(old[:120])  # the header fields before the checksum
         fields[8:12] = struct.pack("<I", 99)
         return bytes(fields) + struct.pack("<Q", xxhash.xxh3_64_intdigest(bytes(fields)))
 
-    env.edit(name, 0, future, 120)
+    env.edit(name, 0, future, 128)
     with pytest.raises(FormatError, match="unsupported WAL format version 99"):
         open_wal(env)
 

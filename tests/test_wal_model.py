@@ -171,6 +171,72 @@ class WalMachine(RuleBasedStateMachine):
         self.durable_seq = next_seq - 1
         self.batch_firsts = []
 
+    @precondition(lambda self: not self.dead and self.next_seq - 1 == self.durable_seq)
+    @rule(
+        op=st.sampled_from(["truncate", "drop", "reset"]), steps=st.integers(0, 12), data=st.data()
+    )
+    def crash_during_maintenance(self, op: str, steps: int, data: st.DataObject) -> None:
+        """Crash in the middle of truncate_suffix / drop_prefix / reset: the log is either
+        the old one, the new one, or (truncate, drop) a segment-aligned step in between."""
+        assert self.wal is not None and self.disk is not None
+        old_first, old_last = self.first_seq, self.next_seq - 1
+        seq = data.draw(st.integers(self.first_seq, self.next_seq), label="seq")
+        coro = {
+            "truncate": lambda: self.wal.truncate_suffix(seq),
+            "drop": lambda: self.wal.drop_prefix(seq),
+            "reset": lambda: self.wal.reset(self.next_seq + seq),
+        }[op]()
+        task = self.loop.create_task(coro)
+        for _ in range(steps):
+            self.run(asyncio.sleep(0))
+        flips_before = self.disk.fault_counts["bit_flip_at_rest"]
+        self.disk.crash()
+        self.wal.close()
+        task.cancel()
+        self.run(asyncio.gather(task, return_exceptions=True))
+        try:
+            wal = self.run(self._open())
+        except (CorruptionError, FormatError):
+            assert self._damage_possible(), f"recovery after a crash during {op} failed"
+            self.wal, self.dead = None, True
+            return
+        self.wal = wal
+        damaged = self.disk.fault_counts["bit_flip_at_rest"] > flips_before or (
+            self.disk.fault_counts["misdirected_write"] > 0
+        )
+        first, last = wal.first_seq, wal.last_seq
+        if op == "reset" and first == self.next_seq + seq:
+            assert last == first - 1  # the new, empty log
+            self.model.clear()
+            self.first_seq = self.next_seq = first
+            self.durable_seq = first - 1
+            self.batch_firsts = []
+            return
+        if op == "truncate":
+            assert first == old_first
+            assert seq - 1 <= last <= old_last or (damaged and last <= old_last), (seq, last)
+        elif op == "drop":
+            assert old_first <= first <= max(seq, old_first)
+            assert last == old_last or (damaged and last <= old_last)
+        else:
+            assert first == old_first
+            assert last == old_last or (damaged and last <= old_last)
+        if last >= first:
+            try:
+                records = wal.read(first, last)
+            except CorruptionError:
+                assert self._damage_possible()
+                self.dead = True
+                return
+            assert [(r.seq, r.rtype, r.body) for r in records] == [
+                (s, *self.model[s]) for s in range(first, last + 1)
+            ]
+        for s in list(self.model):
+            if s < first or s > last:
+                del self.model[s]
+        self.first_seq, self.next_seq, self.durable_seq = first, last + 1, last
+        self.batch_firsts = [b for b in self.batch_firsts if first <= b <= last]
+
     @precondition(lambda self: not self.dead and self.next_seq > self.first_seq)
     @rule(data=st.data())
     def read_range(self, data: st.DataObject) -> None:

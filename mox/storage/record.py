@@ -7,10 +7,13 @@ Segment file `wal/<first_seq:020d>.seg`, preallocated to the segment size:
 
 Segment header (little-endian):
     magic 8s "MOXWAL\\0\\0" | version u32 | flags u32 | node_id u64 | first_seq u64 |
-    segment_size u64 | parent u64 | cluster_id 64s (utf-8, zero padded) | checksum u64
+    segment_size u64 | parent u64 | epoch u64 | cluster_id 64s (utf-8, zero padded) |
+    checksum u64
 `flags & FLAG_LOG_START`: this segment starts a fresh log (after `reset`); every segment
 before it is obsolete. `parent` is the checksum of record `first_seq - 1` (0 at a log start),
-which chains segments the way `parent` chains records.
+which chains segments the way `parent` chains records. `epoch` counts the truncations and
+resets of the log: a segment with a lower epoch than a segment before it was made obsolete by
+that segment's truncation (and is deleted by recovery if a crash left it behind).
 
 Record header (48 bytes, little-endian), then `length` body bytes:
     magic u32 | length u32 | seq u64 | batch_first_seq u64 | parent u64 |
@@ -59,7 +62,7 @@ CLUSTER_ID_SIZE_BYTES = 64
 RECORD_MAGIC = 0x52584F4D  # "MOXR" little-endian
 RECORD_MAGIC_BYTES = struct.pack("<I", RECORD_MAGIC)
 
-_SEGMENT = struct.Struct("<8sIIQQQQ64s")
+_SEGMENT = struct.Struct("<8sIIQQQQQ64s")
 _SEGMENT_CHECKSUM = struct.Struct("<Q")
 _SEGMENT_FIELDS_SIZE = _SEGMENT.size + _SEGMENT_CHECKSUM.size
 assert _SEGMENT_FIELDS_SIZE <= 512, "the segment header must fit in one sector"
@@ -97,6 +100,7 @@ class SegmentHeader(msgspec.Struct, frozen=True):
     first_seq: int
     segment_size_bytes: int
     parent: int
+    epoch: int
     cluster_id: str
 
     @property
@@ -117,6 +121,7 @@ def encode_segment_header(header: SegmentHeader) -> bytes:
         header.first_seq,
         header.segment_size_bytes,
         header.parent,
+        header.epoch,
         cluster,
     )
     checksum = xxhash.xxh3_64_intdigest(fields)
@@ -129,7 +134,9 @@ def decode_segment_header(data: bytes) -> SegmentHeader | str:
     if len(data) < _SEGMENT_FIELDS_SIZE:
         return f"file too short for a segment header ({len(data)} bytes)"
     fields = data[: _SEGMENT.size]
-    magic, version, flags, node_id, first_seq, size, parent, cluster = _SEGMENT.unpack(fields)
+    magic, version, flags, node_id, first_seq, size, parent, epoch, cluster = _SEGMENT.unpack(
+        fields
+    )
     if magic != SEGMENT_MAGIC:
         return f"not a Mox WAL segment (magic {magic!r})"
     (checksum,) = _SEGMENT_CHECKSUM.unpack_from(data, _SEGMENT.size)
@@ -144,6 +151,7 @@ def decode_segment_header(data: bytes) -> SegmentHeader | str:
         first_seq=first_seq,
         segment_size_bytes=size,
         parent=parent,
+        epoch=epoch,
         cluster_id=cluster.rstrip(b"\x00").decode(errors="replace"),
     )
 

@@ -131,6 +131,7 @@ class Wal:
         self._next_seq = 1
         self._durable_seq = 0
         self._tail_checksum = 0
+        self._epoch = 0  # truncations and resets so far; stamped on every new segment
         # Queued and in-flight records: (seq, rtype, body), seqs durable_seq+1 .. next_seq-1.
         self._pending: list[tuple[int, int, bytes]] = []
         self._lock = asyncio.Lock()
@@ -201,14 +202,25 @@ class Wal:
             await self._start_log(1)
             return
         segments = [self._open_segment(first_seq, name) for first_seq, name in names]
-        # Everything before the newest log start is obsolete (a reset that did not finish).
+        # Obsolete segments a crash left behind: everything before the newest log start (a
+        # reset that did not finish), and every segment with a lower epoch than one before
+        # it (a truncation that did not finish removing what it cut off).
         starts = [i for i, segment in enumerate(segments) if segment.header.log_start]
-        if starts and starts[-1] > 0:
-            for segment in segments[: starts[-1]]:
+        keep_from = starts[-1] if starts else 0
+        kept: list[_Segment] = []
+        obsolete = segments[:keep_from]
+        for segment in segments[keep_from:]:
+            if kept and segment.header.epoch < max(k.header.epoch for k in kept):
+                obsolete.append(segment)
+            else:
+                kept.append(segment)
+        if obsolete:
+            for segment in obsolete:
                 segment.file.close()
                 fs.remove(_segment_name(segment.first_seq))
             await fs.sync_dir(WAL_DIR)
-            segments = segments[starts[-1] :]
+        segments = kept
+        self._epoch = max(segment.header.epoch for segment in segments)
         for index, segment in enumerate(segments):
             is_last = index == len(segments) - 1
             limit_seq = None if is_last else segments[index + 1].first_seq
@@ -313,6 +325,7 @@ class Wal:
             first_seq=first_seq,
             segment_size_bytes=self._segment_size_bytes,
             parent=parent,
+            epoch=self._epoch,
             cluster_id=self._cluster_id,
         )
         name = _segment_name(first_seq)
@@ -501,26 +514,30 @@ class Wal:
             if seq == self._segments[0].first_seq:
                 await self._replace_log(seq)
                 return
-            # Whole segments at or after seq go, newest first (a crash keeps a prefix).
+            # 1. A fence segment at seq, of a new epoch, appears atomically (replacing a
+            #    segment of that name): it hides the owner's records from seq on, and makes
+            #    every later segment obsolete. 2. Those later segments go. A crash before 1
+            #    leaves the old log; after 1, recovery finishes 2 itself.
             doomed = [s for s in self._segments if s.first_seq >= seq]
-            for segment in reversed(doomed):
-                segment.file.close()
-                self._fs.remove(_segment_name(segment.first_seq))
-            if doomed:
-                await self._fs.sync_dir(WAL_DIR)
-            self._segments = self._segments[: len(self._segments) - len(doomed)]
-            self._segment_firsts = [s.first_seq for s in self._segments]
-            owner = self._segments[-1]
-            owner.trim(seq)
+            kept = self._segments[: len(self._segments) - len(doomed)]
+            owner = kept[-1]
+            assert owner.first_seq < seq <= owner.last_seq + 1
             parent = owner.checksum_before(seq)
+            for segment in doomed:
+                segment.file.close()
+            self._epoch += 1
+            fence = await self._create_segment(seq, parent, log_start=False)
+            later = [s for s in doomed if s.first_seq > seq]
+            for segment in later:
+                self._fs.remove(_segment_name(segment.first_seq))
+            if later:
+                await self._fs.sync_dir(WAL_DIR)
+            owner.trim(seq)
+            self._segments = [*kept, fence]
+            self._segment_firsts = [s.first_seq for s in self._segments]
             self._next_seq = seq
             self._durable_seq = seq - 1
             self._tail_checksum = parent
-            # Fence: a new segment starting at seq hides the records after it on disk
-            # (always, even at a segment boundary: an older fence's leftovers may follow).
-            fence = await self._create_segment(seq, parent, log_start=False)
-            self._segments.append(fence)
-            self._segment_firsts.append(seq)
             self._check_invariants()
 
     async def drop_prefix(self, seq: int) -> None:
@@ -553,15 +570,24 @@ class Wal:
             await self._replace_log(next_seq)
 
     async def _replace_log(self, next_seq: int) -> None:
-        # Remove every segment newest first, durably, then start a new log: a crash in
-        # between leaves a prefix of the old log (the reset did not happen) or nothing.
-        for segment in reversed(self._segments):
+        """Replace the whole log by an empty one starting at next_seq, crash-safely: a
+        LOG_START segment of a new epoch appears atomically (replacing a segment of that
+        name), then every other segment goes. Recovery treats what a crash leaves of the
+        old segments as obsolete; a crash before the new segment appears leaves the old log.
+        """
+        old = self._segments
+        for segment in old:
             segment.file.close()
-            self._fs.remove(_segment_name(segment.first_seq))
-        await self._fs.sync_dir(WAL_DIR)
+        self._epoch += 1
         self._segments = []
         self._segment_firsts = []
         await self._start_log(next_seq)
+        others = [s for s in old if s.first_seq != next_seq]
+        for segment in others:
+            self._fs.remove(_segment_name(segment.first_seq))
+        if others:
+            await self._fs.sync_dir(WAL_DIR)
+        self._check_invariants()
 
     # -- housekeeping ------------------------------------------------------------------
 
