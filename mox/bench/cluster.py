@@ -338,14 +338,23 @@ class MoxCluster:
     def client_urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}" for port in self.client_ports]
 
-    def start(self) -> None:
+    def start(self, loop_name: str = "auto") -> None:
         env = {**os.environ, "MOX_ADMIN_TOKEN": self.admin_token}
         for path in self.config_paths:
             log = path.with_suffix(".log").open("wb")
             self._logs.append(log)
             self.processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "mox.cli", "start", "--config", str(path)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "mox.cli",
+                        "start",
+                        "--config",
+                        str(path),
+                        "--loop",
+                        loop_name,
+                    ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
@@ -357,6 +366,16 @@ class MoxCluster:
         stop_processes(self.processes)
         for log in self._logs:
             log.close()
+
+    def check_alive(self) -> None:
+        """Raise (with the end of its log) if a node has exited."""
+        for path, process in zip(self.config_paths, self.processes, strict=True):
+            if process.poll() is not None:
+                tail = path.with_suffix(".log").read_text(errors="replace").splitlines()[-5:]
+                raise click.ClickException(
+                    f"Mox node {path.stem} exited with code {process.returncode}; its log ends:\n"
+                    + "\n".join(line[:2000] for line in tail)
+                )
 
     async def leader_url(self, timeout_s: float = 30) -> str:
         """The API URL of a leader that has applied an entry of its term (can serve)."""
@@ -374,11 +393,7 @@ class MoxCluster:
                                 and status["appliedIndex"] >= status["commitIndex"] >= 1
                             ):
                                 return url
-                for process in self.processes:
-                    if process.poll() is not None:
-                        raise click.ClickException(
-                            f"a Mox node exited with code {process.returncode} (logs: {self.root})"
-                        )
+                self.check_alive()
                 await asyncio.sleep(0.1)
         raise click.ClickException(
             f"Mox elected no leader in {timeout_s:.0f} s (logs: {self.root})"
@@ -520,13 +535,13 @@ async def _bench_etcd(
 
 
 async def _bench_mox(
-    root: Path, client_counts: list[int], duration_s: float, value_size_bytes: int
+    root: Path, client_counts: list[int], duration_s: float, value_size_bytes: int, loop_name: str
 ) -> list[LoadResult]:
     # A talent whose display name is the value: a `value_size_bytes`-character string.
     name = ("mox-bench-" * (value_size_bytes // 10 + 1))[:value_size_bytes]
     cluster = MoxCluster(root / "mox")
     results: list[LoadResult] = []
-    cluster.start()
+    cluster.start(loop_name)
     try:
         leader = await cluster.leader_url()
         key, ids = await cluster.bootstrap(leader, reads=100, name=name)
@@ -544,6 +559,7 @@ async def _bench_mox(
                     headers=headers,
                 )
             )
+            cluster.check_alive()
         results.append(
             await run_load(
                 "mox",
@@ -555,17 +571,23 @@ async def _bench_mox(
                 headers=headers,
             )
         )
+        cluster.check_alive()
     finally:
         cluster.stop()
     return results
 
 
 async def _bench(
-    root: Path, client_counts: list[int], duration_s: float, value_size_bytes: int, etcd: bool
+    root: Path,
+    client_counts: list[int],
+    duration_s: float,
+    value_size_bytes: int,
+    etcd: bool,
+    loop_name: str,
 ) -> list[LoadResult]:
     value = bytes(range(256)) * (value_size_bytes // 256 + 1)
     value = value[:value_size_bytes]
-    results = await _bench_mox(root, client_counts, duration_s, value_size_bytes)
+    results = await _bench_mox(root, client_counts, duration_s, value_size_bytes, loop_name)
     if etcd:
         results.extend(await _bench_etcd(root, client_counts, duration_s, value))
     return results
@@ -613,6 +635,13 @@ def _install_uvloop() -> str:
     help="Keep the clusters' data and logs here (default: a temporary directory).",
 )
 @click.option("--no-etcd", is_flag=True, help="Skip the etcd baseline.")
+@click.option(
+    "--node-loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop of the Mox nodes (mox start --loop).",
+)
 def command(
     json_path: str | None,
     duration_s: float,
@@ -620,23 +649,32 @@ def command(
     value_size_bytes: int,
     data_dir: str | None,
     no_etcd: bool,
+    node_loop: str,
 ) -> None:
     """Write and read throughput and latency of a 3-node cluster, beside etcd."""
     loop_name = _install_uvloop()
     click.echo(
         f"bench cluster: 3 nodes on 127.0.0.1, fsync on, {value_size_bytes}-byte values, "
         f"{duration_s:g} s per workload, clients {client_counts}, load generator on {loop_name}, "
+        f"nodes on {node_loop}, "
         f"{os.cpu_count()} CPUs"
     )
+    load_before = os.getloadavg()[0]
     with _scratch_dir(data_dir) as root:
         results = asyncio.run(
-            _bench(root, client_counts, duration_s, value_size_bytes, etcd=not no_etcd)
+            _bench(root, client_counts, duration_s, value_size_bytes, not no_etcd, node_loop)
         )
+    load_after = os.getloadavg()[0]
     _print_results(results)
+    # Both clusters and the load generator share this machine's CPUs: a busy machine moves
+    # every number, so the load average is printed beside them.
+    click.echo(f"1-minute load average: {load_before:.1f} before, {load_after:.1f} after")
     if json_path is not None:
         document = {
             "command": " ".join(["mox", "bench", "cluster", *sys.argv[3:]]),
             "value_size_bytes": value_size_bytes,
+            "cpus": os.cpu_count(),
+            "load_average_1m": [round(load_before, 2), round(load_after, 2)],
             "duration_s": duration_s,
             "results": [r.as_json() for r in results],
         }
