@@ -226,12 +226,15 @@ def test_dev_serves_three_nodes_stops_on_sigint_and_resumes(tmp_path: Path) -> N
     output = OutputReader(first)
     try:
         output.wait_for("Ctrl-C stops the cluster")
-        for url in urls:
-            assert url in output.text()
+        for node_id, url in enumerate(urls, start=1):
+            assert f"node {node_id}: {url}" in output.text(), output.text()
         # MOX_ADMIN_TOKEN from the environment reaches the children (bootstrap uses it).
         assert child_env()["MOX_ADMIN_TOKEN"] == ADMIN_TOKEN
         assert not (data_dir / "admin-token").exists()
-        key, talent_id = asyncio.run(write_one())
+        try:
+            key, talent_id = asyncio.run(write_one())
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{output.text()}") from None
     finally:
         first.send_signal(signal.SIGINT)
         first.wait(30)

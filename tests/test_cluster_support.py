@@ -149,7 +149,7 @@ class ProcCluster:
 
 async def health(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
     try:
-        async with session.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=1)) as r:
+        async with session.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=3)) as r:
             if r.status != 200:
                 return None
             body: dict[str, Any] = await r.json()

@@ -513,6 +513,11 @@ class TcpTransport:
             await self._read_loop(reader, sender, remote)
         except asyncio.IncompleteReadError:
             pass  # the peer closed (or died): its dialer reconnects
+        except asyncio.CancelledError:
+            # close() cancels this task. Returning normally (not re-raising) is deliberate:
+            # Python 3.11's start_server callback calls task.exception() on a cancelled
+            # client task and logs a spurious traceback for each one.
+            pass
         except (OSError, TimeoutError) as exc:
             self._logger.warning(
                 "transport.inbound_error", remote=remote, peer=sender, reason=str(exc)
