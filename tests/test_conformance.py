@@ -140,8 +140,13 @@ def test_single_trace_uses_exit_code_12(tmp_path: Path) -> None:
 
 def test_data_module_is_tla() -> None:
     trace = parse_trace(_lines(ELECTION), "x.ndjson")
-    text = trace_data_module([trace])
+    files = trace_data_module([trace, trace])
+    assert sorted(files) == ["TraceData.tla", "TraceData1.tla", "TraceData2.tla"]
+    text = files["TraceData.tla"]
     assert text.startswith("---- MODULE TraceData ----")
+    assert "EXTENDS Sequences, TraceData1, TraceData2" in text
+    assert "TraceLogs == <<\n  TraceData1V,\n  TraceData2V\n>>" in text
+    text = files["TraceData1.tla"]
     assert "TraceServer == {1, 2, 3}" in text
     assert 'voted_for |-> 0' in text  # null vote
     assert '[term |-> 1, kind |-> "noop", members |-> {}]' in text
