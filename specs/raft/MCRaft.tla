@@ -1,0 +1,140 @@
+------------------------------- MODULE MCRaft -------------------------------
+(***************************************************************************)
+(* Bounded models of Raft for TLC.  The protocol is Raft.tla, unchanged;   *)
+(* this module bounds it with state guards on the actions (so TLC does not *)
+(* even generate states beyond the bounds) and a CONSTRAINT on the network.*)
+(* Each MCRaft*.cfg picks bounds that turn features on or off: a bound of  *)
+(* 0 disables restarts, snapshots or membership changes.                   *)
+(*                                                                         *)
+(* mcBudget counts the bounded events that leave no trace in the protocol  *)
+(* state (restarts, snapshots, membership changes, duplications).          *)
+(***************************************************************************)
+EXTENDS Raft
+
+\* Highest term a server may reach by timing out.
+CONSTANT MaxTerm
+\* Highest log index (counting compacted entries) a leader may append at.
+CONSTANT MaxLogLen
+\* Most copies of one message in flight at once.
+CONSTANT MaxMsgCount
+\* Most distinct messages in flight at once.
+CONSTANT MaxInFlight
+\* Most entries in one AppendEntries request.
+CONSTANT MaxBatch
+\* Most restarts, snapshots, membership changes, duplications in a behaviour.
+CONSTANT MaxRestarts, MaxSnapshots, MaxMembershipChanges, MaxDuplicates
+
+ASSUME MaxTerm \in Nat /\ MaxLogLen \in Nat /\ MaxMsgCount \in Nat \ {0}
+ASSUME MaxInFlight \in Nat /\ MaxBatch \in Nat
+ASSUME MaxRestarts \in Nat /\ MaxSnapshots \in Nat
+ASSUME MaxMembershipChanges \in Nat /\ MaxDuplicates \in Nat
+
+VARIABLE mcBudget
+mcVars == <<vars, mcBudget>>
+
+\* Spend one unit of the budget `key`, if any is left.
+Spend(key) ==
+    /\ mcBudget[key] > 0
+    /\ mcBudget' = [mcBudget EXCEPT ![key] = @ - 1]
+
+\* Room for one more distinct message.
+CanSend == Cardinality(DOMAIN messages) < MaxInFlight
+
+\* Substituted for Raft!BatchSizes in every config.
+MCBatchSizes(i, j) ==
+    0..Min({MaxBatch, LastIndex(i) + 1 - nextIndex[i][j]})
+
+MCInit ==
+    /\ Init
+    /\ mcBudget = [restarts |-> MaxRestarts,
+                   snapshots |-> MaxSnapshots,
+                   changes |-> MaxMembershipChanges,
+                   duplicates |-> MaxDuplicates]
+
+\* One guarded wrapper per Raft action, named MC<action>, so that TLC's
+\* counterexamples name the spec action each step took.
+MCRestart(i) == Restart(i) /\ Spend("restarts")
+MCTimeout(i) == currentTerm[i] < MaxTerm /\ Timeout(i) /\ UNCHANGED mcBudget
+MCRequestVote(i, j) == CanSend /\ RequestVote(i, j) /\ UNCHANGED mcBudget
+MCBecomeLeader(i) ==
+    LastIndex(i) < MaxLogLen /\ BecomeLeader(i) /\ UNCHANGED mcBudget
+MCClientRequest(i, v) ==
+    LastIndex(i) < MaxLogLen /\ ClientRequest(i, v) /\ UNCHANGED mcBudget
+MCChangeMembership(i, s) ==
+    LastIndex(i) < MaxLogLen /\ ChangeMembership(i, s) /\ Spend("changes")
+MCAdvanceCommitIndex(i) == AdvanceCommitIndex(i) /\ UNCHANGED mcBudget
+MCAppendEntries(i, j) == CanSend /\ AppendEntries(i, j) /\ UNCHANGED mcBudget
+MCSendSnapshot(i, j) == CanSend /\ SendSnapshot(i, j) /\ UNCHANGED mcBudget
+MCSnapshot(i) == Snapshot(i) /\ Spend("snapshots")
+MCUpdateTerm(m) == UpdateTerm(m.mdest, m) /\ UNCHANGED mcBudget
+MCDropStaleMessage(m) == DropStaleMessage(m.mdest, m) /\ UNCHANGED mcBudget
+MCHandleRequestVoteRequest(m) ==
+    HandleRequestVoteRequest(m.mdest, m) /\ UNCHANGED mcBudget
+MCHandleRequestVoteResponse(m) ==
+    HandleRequestVoteResponse(m.mdest, m) /\ UNCHANGED mcBudget
+MCHandleAppendEntriesRequest(m) ==
+    HandleAppendEntriesRequest(m.mdest, m) /\ UNCHANGED mcBudget
+MCHandleAppendEntriesResponse(m) ==
+    HandleAppendEntriesResponse(m.mdest, m) /\ UNCHANGED mcBudget
+MCHandleInstallSnapshotRequest(m) ==
+    HandleInstallSnapshotRequest(m.mdest, m) /\ UNCHANGED mcBudget
+MCHandleInstallSnapshotResponse(m) ==
+    HandleInstallSnapshotResponse(m.mdest, m) /\ UNCHANGED mcBudget
+MCDuplicateMessage(m) ==
+    messages[m] < MaxMsgCount /\ DuplicateMessage(m) /\ Spend("duplicates")
+MCDropMessage(m) == DropMessage(m) /\ UNCHANGED mcBudget
+
+MCNext ==
+    \/ \E i \in Server : MCRestart(i)
+    \/ \E i \in Server : MCTimeout(i)
+    \/ \E i, j \in Server : MCRequestVote(i, j)
+    \/ \E i \in Server : MCBecomeLeader(i)
+    \/ \E i \in Server, v \in Value : MCClientRequest(i, v)
+    \/ \E i, s \in Server : MCChangeMembership(i, s)
+    \/ \E i \in Server : MCAdvanceCommitIndex(i)
+    \/ \E i, j \in Server : MCAppendEntries(i, j)
+    \/ \E i, j \in Server : MCSendSnapshot(i, j)
+    \/ \E i \in Server : MCSnapshot(i)
+    \/ \E m \in DOMAIN messages : MCUpdateTerm(m)
+    \/ \E m \in DOMAIN messages : MCDropStaleMessage(m)
+    \/ \E m \in DOMAIN messages : MCHandleRequestVoteRequest(m)
+    \/ \E m \in DOMAIN messages : MCHandleRequestVoteResponse(m)
+    \/ \E m \in DOMAIN messages : MCHandleAppendEntriesRequest(m)
+    \/ \E m \in DOMAIN messages : MCHandleAppendEntriesResponse(m)
+    \/ \E m \in DOMAIN messages : MCHandleInstallSnapshotRequest(m)
+    \/ \E m \in DOMAIN messages : MCHandleInstallSnapshotResponse(m)
+    \/ \E m \in DOMAIN messages : MCDuplicateMessage(m)
+    \/ \E m \in DOMAIN messages : MCDropMessage(m)
+
+MCSpec == MCInit /\ [][MCNext]_mcVars
+
+\* Replies may push the network past the bounds that guard the sends.
+MCConstraint ==
+    /\ Cardinality(DOMAIN messages) <= MaxInFlight
+    /\ \A m \in DOMAIN messages : messages[m] <= MaxMsgCount
+
+\* What TLC fingerprints: every variable, except that candidate state is
+\* seen only on candidates and leader state only on leaders.  Both are
+\* rewritten before they are read again (Timeout resets the votes,
+\* BecomeLeader resets nextIndex and matchIndex), so states that differ only
+\* in stale values have the same futures.
+MCView ==
+    <<messages, committed, serverVars, logVars, snapshotVars, mcBudget,
+      [i \in Server |-> IF state[i] = Candidate
+                        THEN <<votesResponded[i], votesGranted[i]>>
+                        ELSE << >>],
+      [i \in Server |-> IF state[i] = Leader
+                        THEN <<nextIndex[i], matchIndex[i]>>
+                        ELSE << >>]>>
+
+\* Servers (and values) are interchangeable when every server starts in the
+\* initial configuration.
+MCSymmetry == Permutations(Server) \cup Permutations(Value)
+
+\* With servers outside the initial configuration only permutations that
+\* keep InitConfig in place are symmetries.
+MCSymmetryMembership ==
+    Permutations(InitConfig) \cup Permutations(Server \ InitConfig)
+    \cup Permutations(Value)
+
+=============================================================================
