@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mox.errors import ConfigError
+from mox.errors import ConfigError, DataDirError
 from mox.io.interfaces import Clock, File, FileSystem
 from mox.io.interfaces import Random as RandomProtocol
 from mox.io.real import RealClock, RealFileSystem, RealRandom
@@ -165,3 +165,11 @@ def test_real_clock_and_random() -> None:
     assert seeded[0] == seeded[1]
     assert RealRandom(3).randbytes(4) == RealRandom(3).randbytes(4)
     assert len(RealRandom().randbytes(16)) == 16
+
+
+def test_unusable_root_is_a_data_dir_error(tmp_path: Any) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataDirError, match="cannot create directory") as info:
+        RealFileSystem(str(blocker / "sub"), backend="pwrite")
+    assert info.value.path == str(blocker / "sub")

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Sequence
 
-from mox.errors import ConfigError
+from mox.errors import ConfigError, DataDirError
 from mox.io.uring import UringRing, probe_ring
 
 __all__ = ["BACKENDS", "RealClock", "RealFile", "RealFileSystem", "RealRandom"]
@@ -158,6 +158,7 @@ class RealFileSystem:
     "auto" probes an io_uring ring (one write + fdatasync in `root`) and falls back to
     pwrite + fdatasync if the kernel refuses; the choice is logged once and exposed as
     `backend`. "io_uring" raises ConfigError (key storage.io_backend) if no ring works.
+    A root that cannot be created or written raises DataDirError.
     """
 
     def __init__(self, root: str, *, backend: str = "auto") -> None:
@@ -165,7 +166,12 @@ class RealFileSystem:
             raise ConfigError(
                 "storage.io_backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}"
             )
-        os.makedirs(root, exist_ok=True)
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as exc:
+            raise DataDirError(root, f"cannot create directory: {exc.strerror}") from None
+        if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+            raise DataDirError(root, "directory is not readable and writable by this user")
         self._root = os.path.abspath(root)
         self._ring: UringRing | None = None
         if backend == "pwrite":
