@@ -173,3 +173,30 @@ def test_unusable_root_is_a_data_dir_error(tmp_path: Any) -> None:
     with pytest.raises(DataDirError, match="cannot create directory") as info:
         RealFileSystem(str(blocker / "sub"), backend="pwrite")
     assert info.value.path == str(blocker / "sub")
+
+
+def test_fsync_off_skips_every_sync(tmp_path: Any, monkeypatch: Any) -> None:
+    calls: list[int] = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+
+    def counting_fdatasync(fd: int) -> None:
+        calls.append(fd)
+        real_fdatasync(fd)
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    for fsync in (True, False):
+        calls.clear()
+        fs = RealFileSystem(str(tmp_path / str(fsync)), backend="pwrite", fsync=fsync)
+        assert fs.fsync is fsync
+        f = fs.open("x", create=True)
+        asyncio.run(f.write_sync([(0, b"data")]))
+        asyncio.run(f.sync())
+        asyncio.run(fs.sync_dir())
+        assert f.pread(0, 4) == b"data"
+        f.close()
+        assert len(calls) == (3 if fsync else 0)

@@ -58,11 +58,12 @@ class RealRandom:
 class RealFile:
     """An open file descriptor. Every operation names the file in its OSError."""
 
-    def __init__(self, path: str, fd: int, ring: UringRing | None) -> None:
+    def __init__(self, path: str, fd: int, ring: UringRing | None, *, fsync: bool = True) -> None:
         assert fd >= 0
         self._path = path
         self._fd = fd
         self._ring = ring
+        self._fsync = fsync
 
     @property
     def path(self) -> str:
@@ -111,6 +112,8 @@ class RealFile:
 
     async def sync(self) -> None:
         self._check_open()
+        if not self._fsync:
+            return
         if self._ring is not None:
             await self._ring.fsync(self._fd, self._path)
         else:
@@ -118,6 +121,10 @@ class RealFile:
 
     async def write_sync(self, writes: Sequence[tuple[int, bytes | memoryview]]) -> None:
         self._check_open()
+        if not self._fsync:
+            for offset, data in writes:
+                self.pwrite(offset, data)
+            return
         if self._ring is not None:
             await self._ring.write_sync(self._fd, self._path, writes)
             return
@@ -128,6 +135,10 @@ class RealFile:
     def write_sync_blocking(self, writes: Sequence[tuple[int, bytes | memoryview]]) -> None:
         """`write_sync` without an event loop (benchmarks and offline tools)."""
         self._check_open()
+        if not self._fsync:
+            for offset, data in writes:
+                self.pwrite(offset, data)
+            return
         if self._ring is not None:
             self._ring.write_sync_blocking(self._fd, self._path, writes)
             return
@@ -158,10 +169,11 @@ class RealFileSystem:
     "auto" probes an io_uring ring (one write + fdatasync in `root`) and falls back to
     pwrite + fdatasync if the kernel refuses; the choice is logged once and exposed as
     `backend`. "io_uring" raises ConfigError (key storage.io_backend) if no ring works.
-    A root that cannot be created or written raises DataDirError.
+    A root that cannot be created or written raises DataDirError. `fsync=False`
+    (`[storage] fsync = false`, for throwaway dev clusters) turns every sync into a no-op.
     """
 
-    def __init__(self, root: str, *, backend: str = "auto") -> None:
+    def __init__(self, root: str, *, backend: str = "auto", fsync: bool = True) -> None:
         if backend not in BACKENDS:
             raise ConfigError(
                 "storage.io_backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}"
@@ -174,6 +186,9 @@ class RealFileSystem:
             raise DataDirError(root, "directory is not readable and writable by this user")
         self._root = os.path.abspath(root)
         self._ring: UringRing | None = None
+        self._fsync = fsync
+        if not fsync:
+            _log.warning("fsync is off for %s: nothing written there survives a power loss", root)
         if backend == "pwrite":
             self._backend = "pwrite"
             reason = "configured"
@@ -188,6 +203,11 @@ class RealFileSystem:
     @property
     def root(self) -> str:
         return self._root
+
+    @property
+    def fsync(self) -> bool:
+        """False when syncs are no-ops (`[storage] fsync = false`)."""
+        return self._fsync
 
     @property
     def backend(self) -> str:
@@ -211,7 +231,7 @@ class RealFileSystem:
         path = self._full(name)
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         fd = os.open(path, flags, 0o644)
-        return RealFile(path, fd, self._ring)
+        return RealFile(path, fd, self._ring, fsync=self._fsync)
 
     def exists(self, name: str) -> bool:
         return os.path.exists(self._full(name))
@@ -229,6 +249,8 @@ class RealFileSystem:
         os.replace(self._full(src), self._full(dst))
 
     async def sync_dir(self, name: str = "") -> None:
+        if not self._fsync:
+            return
         fd = os.open(self._full(name), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
