@@ -172,8 +172,9 @@ async def raw_session(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(encode_hello(KIND_HELLO, sender, cluster_id, dst))
     await writer.drain()
-    header = decode_header(await reader.readexactly(HEADER_SIZE_BYTES), MAX_BYTES)
-    await reader.readexactly(header.length_bytes)
+    raw_header = await asyncio.wait_for(reader.readexactly(HEADER_SIZE_BYTES), 5)
+    header = decode_header(raw_header, MAX_BYTES)
+    await asyncio.wait_for(reader.readexactly(header.length_bytes), 5)
     assert header.kind == KIND_WELCOME
     return reader, writer
 
@@ -186,14 +187,16 @@ async def assert_closed_by_peer(reader: asyncio.StreamReader) -> None:
 async def check_bad_input_closes_only_that_connection(
     bad_bytes: bytes, *, handshake: bool, reason: str
 ) -> None:
-    ports = dict(zip([1, 2], free_ports(2), strict=True))
+    # Node 3 is configured but never started: the hand-made session speaks as node 3, so it
+    # does not compete with a real dialer for the same peer slot.
+    ports = dict(zip([1, 2, 3], free_ports(3), strict=True))
     a, a_inbox, a_log = make(1, ports)
     b, _, _ = make(2, ports)
     await a.start()
     await b.start()
     try:
         if handshake:
-            reader, writer = await raw_session(ports[1], sender=2, dst=1)
+            reader, writer = await raw_session(ports[1], sender=3, dst=1)
         else:
             reader, writer = await asyncio.open_connection("127.0.0.1", ports[1])
         writer.write(bad_bytes)
@@ -213,7 +216,7 @@ async def check_bad_input_closes_only_that_connection(
 
 
 def test_oversized_frame_closes_connection() -> None:
-    frame = encode_frame(KIND_DATA, 2, b"x" * (MAX_BYTES + 1))
+    frame = encode_frame(KIND_DATA, 3, b"x" * (MAX_BYTES + 1))
     run(
         lambda: check_bad_input_closes_only_that_connection(
             frame, handshake=True, reason="oversize"
@@ -222,7 +225,7 @@ def test_oversized_frame_closes_connection() -> None:
 
 
 def test_corrupt_checksum_closes_connection() -> None:
-    frame = bytearray(encode_frame(KIND_DATA, 2, b"evil"))
+    frame = bytearray(encode_frame(KIND_DATA, 3, b"evil"))
     frame[-1] ^= 0x01  # flip one payload bit
     run(
         lambda: check_bad_input_closes_only_that_connection(
@@ -241,7 +244,7 @@ def test_garbage_bytes_close_connection() -> None:
 
 
 def test_spoofed_sender_closes_connection() -> None:
-    frame = encode_frame(KIND_DATA, 3, b"evil")  # node 3's id on node 2's session
+    frame = encode_frame(KIND_DATA, 2, b"evil")  # node 2's id on node 3's session
     run(
         lambda: check_bad_input_closes_only_that_connection(
             frame, handshake=True, reason="bad_sender"
@@ -368,3 +371,30 @@ def test_metrics_collector_exports_counters() -> None:
             await a.close()
 
     run(body)
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_close_with_live_connections_reports_no_loop_errors(loop_name: str) -> None:
+    """close() cancels the inbound handlers; the loop must not log a traceback for them."""
+    import uvloop
+
+    errors: list[dict[str, Any]] = []
+
+    async def body() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, _ = make(1, ports)
+        b, b_inbox, _ = make(2, ports)
+        await a.start()
+        await b.start()
+        a.send(2, b"x")
+        await eventually(lambda: b_inbox == [(1, b"x")])
+        await a.close()
+        await b.close()
+        await asyncio.sleep(0.05)
+
+    if loop_name == "uvloop":
+        uvloop.run(body())
+    else:
+        asyncio.run(body())
+    assert errors == []

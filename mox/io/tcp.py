@@ -82,6 +82,7 @@ _CHECKED_PREFIX_BYTES: Final = HEADER_SIZE_BYTES - 8  # everything before the ch
 _HELLO: Final = struct.Struct("<IB")  # node id, cluster id length; then the cluster id (UTF-8)
 _REFUSE_REASON_MAX_BYTES: Final = 512
 _NODE_ID_MAX: Final = 2**32 - 1
+_CLOSE_WAIT_S: Final = 1.0
 CLUSTER_ID_MAX_BYTES: Final = 64
 
 assert HEADER_SIZE_BYTES == 24
@@ -342,7 +343,7 @@ class TcpTransport:
         ]
         tasks.extend(self._inbound_tasks)
         for writer in list(self._inbound):
-            writer.close()
+            writer.transport.abort()  # no graceful flush: nothing is written to inbound peers
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -441,7 +442,8 @@ class TcpTransport:
             peer.connected = False
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                # Bounded: a peer that stopped reading must not hold up a close.
+                await asyncio.wait_for(writer.wait_closed(), _CLOSE_WAIT_S)
 
     async def _handshake_dialer(
         self, peer: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -536,7 +538,8 @@ class TcpTransport:
             self._inbound_tasks.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                # Bounded: a peer that stopped reading must not hold up a close.
+                await asyncio.wait_for(writer.wait_closed(), _CLOSE_WAIT_S)
 
     async def _handshake_acceptor(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: str
