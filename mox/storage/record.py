@@ -48,6 +48,7 @@ __all__ = [
     "decode_record_header",
     "decode_segment_header",
     "encode_record",
+    "encode_run",
     "encode_segment_header",
     "record_checksum",
     "scan_chain",
@@ -171,6 +172,43 @@ def encode_record(
     fields = _RECORD.pack(RECORD_MAGIC, len(body), seq, batch_first_seq, parent, rtype, 0, 0)
     checksum = xxhash.xxh3_64_intdigest(fields + body)
     return fields + _RECORD_CHECKSUM.pack(checksum) + body, checksum
+
+
+def encode_run(
+    items: list[tuple[int, int, bytes]],
+    start_index: int,
+    batch_first_seq: int,
+    parent: int,
+    offset: int,
+    limit: int,
+) -> tuple[list[bytes], list[int], list[int], int, int]:
+    """Encode items[start_index:] (seq, rtype, body) while they fit before `limit`.
+
+    Returns (chunks, offsets, checksums, next index, last checksum). The WAL's flush calls
+    this once per segment it touches; `encode_record` inlined, as this is the append path.
+    """
+    pack = _RECORD.pack
+    pack_checksum = _RECORD_CHECKSUM.pack
+    digest = xxhash.xxh3_64_intdigest
+    header_size = RECORD_HEADER_SIZE_BYTES
+    chunks: list[bytes] = []
+    offsets: list[int] = []
+    checksums: list[int] = []
+    index = start_index
+    count = len(items)
+    while index < count:
+        seq, rtype, body = items[index]
+        end = offset + header_size + len(body)
+        if end > limit:
+            break
+        fields = pack(RECORD_MAGIC, len(body), seq, batch_first_seq, parent, rtype, 0, 0)
+        parent = digest(fields + body)
+        chunks.append(fields + pack_checksum(parent) + body)
+        offsets.append(offset)
+        checksums.append(parent)
+        offset = end
+        index += 1
+    return chunks, offsets, checksums, index, parent
 
 
 def decode_record_header(data: bytes, offset: int, limit: int) -> RecordHeader | None:

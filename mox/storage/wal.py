@@ -44,7 +44,7 @@ from mox.storage.record import (
     SegmentHeader,
     decode_record_header,
     decode_segment_header,
-    encode_record,
+    encode_run,
     encode_segment_header,
     scan_chain,
 )
@@ -401,26 +401,20 @@ class Wal:
         assert batch_first_seq == self._durable_seq + 1
         segment = self._segments[-1]
         parent = self._tail_checksum
-        chunks: list[bytes] = []
-        offsets: list[int] = []
-        checksums: list[int] = []
-        start = offset = segment.write_offset
-        for seq, rtype, body in batch:
-            size_bytes = RECORD_HEADER_SIZE_BYTES + len(body)
-            if offset + size_bytes > segment.size_bytes:
-                await self._write_chunk(segment, start, chunks, offsets, checksums)
-                segment = await self._create_segment(seq, parent, log_start=False)
-                self._segments.append(segment)
-                self._segment_firsts.append(seq)
-                chunks, offsets, checksums = [], [], []
-                start = offset = SEGMENT_HEADER_SIZE_BYTES
-            data, checksum = encode_record(seq, rtype, body, batch_first_seq, parent)
-            chunks.append(data)
-            offsets.append(offset)
-            checksums.append(checksum)
-            parent = checksum
-            offset += size_bytes
-        await self._write_chunk(segment, start, chunks, offsets, checksums)
+        index = 0
+        while True:
+            start = segment.write_offset
+            chunks, offsets, checksums, index, parent = encode_run(
+                batch, index, batch_first_seq, parent, start, segment.size_bytes
+            )
+            await self._write_chunk(segment, start, chunks, offsets, checksums)
+            if index == len(batch):
+                break
+            # The segment is full: roll only now that its part of the flush is durable.
+            seq = batch[index][0]
+            segment = await self._create_segment(seq, parent, log_start=False)
+            self._segments.append(segment)
+            self._segment_firsts.append(seq)
         del self._pending[:count]
         self.flush_count += 1
         assert self._durable_seq == batch[-1][0]
