@@ -200,3 +200,20 @@ def test_fsync_off_skips_every_sync(tmp_path: Any, monkeypatch: Any) -> None:
         assert f.pread(0, 4) == b"data"
         f.close()
         assert len(calls) == (3 if fsync else 0)
+
+
+def test_ring_close_waits_for_batches_in_flight(tmp_path: Any) -> None:
+    uring_or_skip(str(tmp_path))
+    ring = UringRing()
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(ring.write_sync(fd, "f", [(0, b"q" * 65536)]))
+        loop.run_until_complete(asyncio.sleep(0))  # submitted, maybe not completed
+        ring.close()  # must wait for the kernel to finish with the buffer
+        assert ring.inflight_count == 0
+        assert os.pread(fd, 65536, 0) == b"q" * 65536
+        loop.run_until_complete(task)
+    finally:
+        loop.close()
+        os.close(fd)

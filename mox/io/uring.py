@@ -72,11 +72,12 @@ class _Batch:
         self.remaining -= 1
         if self.remaining == 0:
             self.keepalive.clear()
-            if self.future is not None and not self.future.done():
+            future = self.future
+            if future is not None and not future.done() and not future.get_loop().is_closed():
                 if self.error is not None:
-                    self.future.set_exception(self.error)
+                    future.set_exception(self.error)
                 else:
-                    self.future.set_result(None)
+                    future.set_result(None)
 
 
 class UringRing:
@@ -111,9 +112,13 @@ class UringRing:
         return len(self._inflight)
 
     def close(self) -> None:
-        """Tear the ring down. Waits for nothing: call only with no batch in flight."""
+        """Tear the ring down, first waiting for batches still in flight: the kernel may
+        still read their buffers, which must outlive it."""
         if self._closed:
             return
+        while self._inflight:
+            liburing.io_uring_wait_cqe(self._ring, self._cqe)
+            self._drain()
         self._closed = True
         self._detach_loop()
         liburing.io_uring_queue_exit(self._ring)

@@ -124,6 +124,9 @@ class Wal:
         assert node_id >= 0
         self._fs = fs
         self._segment_size_bytes = segment_size_bytes
+        self._max_body_size_bytes = (
+            segment_size_bytes - SEGMENT_HEADER_SIZE_BYTES - RECORD_HEADER_SIZE_BYTES
+        )
         self._cluster_id = cluster_id
         self._node_id = node_id
         self._segments: list[_Segment] = []
@@ -163,7 +166,7 @@ class Wal:
 
     @property
     def max_body_size_bytes(self) -> int:
-        return self._segment_size_bytes - SEGMENT_HEADER_SIZE_BYTES - RECORD_HEADER_SIZE_BYTES
+        return self._max_body_size_bytes
 
     # -- open and recover -------------------------------------------------------------
 
@@ -357,7 +360,7 @@ class Wal:
         self._check_usable()
         if not 0 <= rtype < 2**16:
             raise ValueError(f"record type must be in [0, 65535], got {rtype}")
-        if len(body) > self.max_body_size_bytes:
+        if len(body) > self._max_body_size_bytes:
             raise ValueError(
                 f"record body of {len(body)} bytes exceeds the segment's room of "
                 f"{self.max_body_size_bytes} bytes (raise wal_segment_size)"
