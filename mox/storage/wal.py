@@ -140,6 +140,7 @@ class Wal:
         self._pending: list[tuple[int, int, bytes]] = []
         self._lock = asyncio.Lock()
         self._flush_task: asyncio.Task[None] | None = None
+        self._flush_done: asyncio.Event | None = None  # set when the running flush ends
         self._failure: BaseException | None = None
         self.flush_count = 0  # flushes that wrote records (for benchmarks and tests)
         self.torn_tail_bytes_zeroed = 0  # bytes zeroed by the last recovery
@@ -375,29 +376,39 @@ class Wal:
     async def commit(self, seq: int | None = None) -> None:
         """Return once every record up to `seq` (default: all appended) is durable.
 
-        Callers that arrive while a flush runs wait for it and share the next one.
+        Callers that arrive while a flush runs wait for it and share the next one. The
+        flush runs in its own task, so a cancelled caller never interrupts it; each caller
+        waits on the flush's event (one wakeup, no shield).
         """
         target = self._next_seq - 1 if seq is None else seq
         while self._durable_seq < target:
             self._check_usable()
             if target >= self._next_seq:
                 return  # truncated away while we waited: nothing left to make durable
-            if self._flush_task is None or self._flush_task.done():
-                self._flush_task = asyncio.get_running_loop().create_task(self._flush())
-            await asyncio.shield(self._flush_task)
+            done = self._flush_done
+            if done is None:
+                done = self._flush_done = asyncio.Event()
+                self._flush_task = asyncio.get_running_loop().create_task(self._flush(done))
+            await done.wait()
         assert self._durable_seq >= target
 
-    async def _flush(self) -> None:
-        async with self._lock:
-            self._check_usable()
-            if not self._pending:
-                return
-            try:
-                await self._write_pending(len(self._pending))
-            except BaseException as exc:
-                # After a failed fdatasync the page cache state is unknown: stop using the WAL.
-                self._failure = exc
+    async def _flush(self, done: asyncio.Event) -> None:
+        try:
+            async with self._lock:
+                self._check_usable()
+                if self._pending:
+                    await self._write_pending(len(self._pending))
+        except BaseException as exc:
+            # After a failed fdatasync the page cache state is unknown: stop using the WAL.
+            # Waiters see the failure through _check_usable; the task does not re-raise
+            # (nobody awaits it) unless it was cancelled.
+            self._failure = exc
+            if isinstance(exc, asyncio.CancelledError):
                 raise
+        finally:
+            if self._flush_done is done:
+                self._flush_done = None
+            done.set()
 
     async def _write_pending(self, count: int) -> None:
         batch = self._pending[:count]
