@@ -114,9 +114,9 @@ def test_bad_paths_and_options_raise_tlc_error(tmp_path: Path) -> None:
     from checker.tlc import TlcError
 
     spec = write_spec(tmp_path)
-    with pytest.raises(TlcError, match="Missing.tla"):
+    with pytest.raises(TlcError, match=r"Missing\.tla"):
         run_tlc(spec, "Missing", "Counter.cfg")
-    with pytest.raises(TlcError, match="nope.cfg"):
+    with pytest.raises(TlcError, match=r"nope\.cfg"):
         run_tlc(spec, "Counter", "nope.cfg")
     with pytest.raises(TlcError, match="num"):
         run_tlc(spec, "Counter", "Counter.cfg", simulate=True)
@@ -222,7 +222,7 @@ def test_manifest_errors_name_the_key(tmp_path: Path) -> None:
     from checker.tlc import TlcError
 
     manifest = write_manifest(tmp_path, result="maybe")
-    with pytest.raises(TlcError, match="expected.result"):
+    with pytest.raises(TlcError, match=r"expected\.result"):
         load_manifest(manifest)
     manifest.write_text('{"models": [{"name": "x"}]}')
     with pytest.raises(TlcError, match="'cfg'"):
