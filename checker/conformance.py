@@ -42,7 +42,17 @@ from typing import Any
 
 import attrs
 
-from checker.trace import NETWORK_ACTIONS, Trace, TraceEvent, find_traces, load_trace
+from checker.trace import (
+    ACTIONS,
+    ENTRY_KINDS,
+    MESSAGE_FIELDS,
+    NETWORK_ACTIONS,
+    ROLES,
+    Trace,
+    TraceEvent,
+    find_traces,
+    load_trace,
+)
 from mox.errors import MoxError
 
 __all__ = [
@@ -155,7 +165,30 @@ def _java() -> str:
     return java
 
 
-# -- TLA+ values ----------------------------------------------------------------------------
+# -- the generated data module --------------------------------------------------------------
+#
+# SANY parses TLA+ text slowly (measured here: ~1,000 trace lines a second as nested records,
+# and a single big module in superlinear time). So traces are handed to TLC as flat tuples of
+# integers, split into modules of about CHUNK_INTS integers, with every distinct message and
+# configuration written once. TraceRaft.tla decodes them (once, as a constant) into records
+# in the spec's own vocabulary. The layouts below are the contract with TraceRaft.tla.
+
+CHUNK_INTS = 2400
+
+# One event: action, node, message (0: none), then the state after the step (zeros for the
+# network's events): term, role, voted_for (0: null), commit_index, last_index, last_term,
+# snapshot_index, snapshot_term, config (an index into TraceConfigs; 0: none).
+EVENT_WIDTH = 12
+# One message: type, src, dst, term, then five fields whose meaning depends on the type:
+#   RequestVote              last_log_term, last_log_index
+#   RequestVoteResponse      vote_granted (0/1)
+#   AppendEntries            prev_log_index, prev_log_term, leader_commit, first entry, count
+#   AppendEntriesResponse    success (0/1), match_index
+#   InstallSnapshot          snapshot_index, snapshot_term, config
+#   InstallSnapshotResponse  match_index
+MESSAGE_WIDTH = 9
+# One entry: term, kind, config (members of a config entry; 0 otherwise).
+ENTRY_WIDTH = 3
 
 
 def tla_value(value: Any) -> str:
@@ -172,7 +205,7 @@ def tla_value(value: Any) -> str:
         return "<<" + ", ".join(tla_value(v) for v in value) + ">>"
     if isinstance(value, dict):
         if not value:
-            return '[none |-> TRUE]'
+            return "[none |-> TRUE]"
         return "[" + ", ".join(f"{k} |-> {tla_value(v)}" for k, v in value.items()) + "]"
     raise AssertionError(f"no TLA+ form for {type(value).__name__}")
 
@@ -181,57 +214,123 @@ def _tla_set(nodes: Iterable[int]) -> str:
     return "{" + ", ".join(str(n) for n in sorted(nodes)) + "}"
 
 
-def _tla_entries(entries: Sequence[Sequence[Any]]) -> str:
-    """Entries as records [term, kind, members]; members is {} except for config entries."""
-    out = []
-    for entry in entries:
-        members = _tla_set(entry[2]) if entry[1] == "config" else "{}"
-        out.append(f'[term |-> {entry[0]}, kind |-> "{entry[1]}", members |-> {members}]')
-    return "<<" + ", ".join(out) + ">>"
+_MESSAGE_TYPES: tuple[str, ...] = tuple(MESSAGE_FIELDS)
+_ACTION_CODE = {name: k + 1 for k, name in enumerate(ACTIONS)}
+_ROLE_CODE = {name: k + 1 for k, name in enumerate(ROLES)}
+_TYPE_CODE = {name: k + 1 for k, name in enumerate(_MESSAGE_TYPES)}
+_KIND_CODE = {name: k + 1 for k, name in enumerate(ENTRY_KINDS)}
 
 
-def _tla_msg(msg: Mapping[str, Any]) -> str:
-    """A trace message as the record TraceRaft.tla reads (snake_case names as in the trace)."""
-    fields = []
-    for key, value in msg.items():
-        if key == "entries":
-            fields.append(f"entries |-> {_tla_entries(value)}")
-        elif key == "config":
-            fields.append(f"config |-> {_tla_set(value)}")
-        elif isinstance(value, bool | int | str):
-            fields.append(f"{key} |-> {tla_value(value)}")
-        # Extra fields of other kinds (sizes as floats, nested debug data) are not observed.
-    return "[" + ", ".join(fields) + "]"
+class _Encoder:
+    """Flattens a batch of traces into the integer tables described above."""
+
+    def __init__(self) -> None:
+        self.events: list[int] = []
+        self.messages: list[int] = []
+        self.entries: list[int] = []
+        self.configs: dict[tuple[int, ...], int] = {}
+        self._message_ids: dict[tuple[int, ...], int] = {}
+
+    def config(self, nodes: Iterable[int]) -> int:
+        key = tuple(sorted(nodes))
+        if key not in self.configs:
+            self.configs[key] = len(self.configs) + 1
+        return self.configs[key]
+
+    def message(self, msg: Mapping[str, Any]) -> int:
+        """The message's 1-based index in the table, adding it unless an equal one is there."""
+        mtype = msg["type"]
+        entries: tuple[int, ...] = ()
+        fields: list[int]
+        if mtype == "RequestVote":
+            fields = [msg["last_log_term"], msg["last_log_index"]]
+        elif mtype == "RequestVoteResponse":
+            fields = [int(msg["vote_granted"])]
+        elif mtype == "AppendEntries":
+            flat: list[int] = []
+            for entry in msg["entries"]:
+                members = self.config(entry[2]) if entry[1] == "config" else 0
+                flat.extend((entry[0], _KIND_CODE[entry[1]], members))
+            entries = tuple(flat)
+            fields = [msg["prev_log_index"], msg["prev_log_term"], msg["leader_commit"]]
+        elif mtype == "AppendEntriesResponse":
+            fields = [int(msg["success"]), msg["match_index"]]
+        elif mtype == "InstallSnapshot":
+            fields = [msg["snapshot_index"], msg["snapshot_term"], self.config(msg["config"])]
+        else:
+            assert mtype == "InstallSnapshotResponse", mtype
+            fields = [msg["match_index"]]
+        head = (_TYPE_CODE[mtype], msg["src"], msg["dst"], msg["term"], *fields)
+        key = (*head, -1, *entries)
+        known = self._message_ids.get(key)
+        if known is not None:
+            return known
+        row = list(head)
+        if mtype == "AppendEntries":
+            row.extend((len(self.entries) // ENTRY_WIDTH + 1, len(entries) // ENTRY_WIDTH))
+            self.entries.extend(entries)
+        row.extend([0] * (MESSAGE_WIDTH - len(row)))
+        assert len(row) == MESSAGE_WIDTH
+        self.messages.extend(row)
+        index = len(self.messages) // MESSAGE_WIDTH
+        self._message_ids[key] = index
+        return index
+
+    def event(self, event: TraceEvent) -> None:
+        msg = self.message(event.msg) if event.msg is not None else 0
+        row = [_ACTION_CODE[event.action], event.node, msg]
+        state = event.state
+        if state is None:
+            assert event.action in NETWORK_ACTIONS
+            row.extend([0] * (EVENT_WIDTH - 3))
+        else:
+            voted_for = state["voted_for"]
+            row.extend(
+                (
+                    state["term"],
+                    _ROLE_CODE[state["role"]],
+                    0 if voted_for is None else voted_for,
+                    state["commit_index"],
+                    state["last_index"],
+                    state["last_term"],
+                    state["snapshot_index"],
+                    state["snapshot_term"],
+                    self.config(state["config"]),
+                )
+            )
+        assert len(row) == EVENT_WIDTH
+        self.events.extend(row)
 
 
-def _tla_state(state: Mapping[str, Any]) -> str:
-    voted_for = state["voted_for"]
-    return (
-        f"[term |-> {state['term']}, role |-> \"{state['role']}\", "
-        f"voted_for |-> {0 if voted_for is None else voted_for}, "
-        f"commit_index |-> {state['commit_index']}, last_index |-> {state['last_index']}, "
-        f"last_term |-> {state['last_term']}, snapshot_index |-> {state['snapshot_index']}, "
-        f"snapshot_term |-> {state['snapshot_term']}, config |-> {_tla_set(state['config'])}]"
-    )
+def _chunked(name: str, ints: list[int], files: dict[str, str]) -> str:
+    """Writes `ints` as chunk modules; returns the TLA+ expression that concatenates them."""
+    if not ints:
+        return "<< >>"
+    parts: list[str] = []
+    for start in range(0, len(ints), CHUNK_INTS):
+        module = f"TraceData{len(files) + 1}"
+        body = ",".join(str(v) for v in ints[start : start + CHUNK_INTS])
+        # Line breaks every 40 values keep SANY's line-oriented scans cheap.
+        lines = []
+        values = body.split(",")
+        for k in range(0, len(values), 40):
+            lines.append(",".join(values[k : k + 40]))
+        files[f"{module}.tla"] = (
+            f"---- MODULE {module} ----\n\\* {name}, generated; do not edit.\n"
+            f"{module}V == <<\n" + ",\n".join(lines) + "\n>>\n====\n"
+        )
+        parts.append(f"{module}V")
+    return " \\o ".join(parts)
 
 
-def _tla_event(event: TraceEvent) -> str:
-    msg = _tla_msg(event.msg) if event.msg is not None else '[type |-> "None"]'
-    state = _tla_state(event.state) if event.state is not None else "[none |-> TRUE]"
-    assert (event.state is None) == (event.action in NETWORK_ACTIONS)
-    return f'[action |-> "{event.action}", node |-> {event.node}, msg |-> {msg}, state |-> {state}]'
-
-
-# SANY (and the PlusCal check it runs on every module) parses one big module in time that
-# grows faster than its size; many small modules parse in linear time. Lines per module:
-CHUNK_LINES = 200
+def _names(values: Iterable[str]) -> str:
+    return "<<" + ", ".join(f'"{v}"' for v in values) + ">>"
 
 
 def trace_data_module(traces: Sequence[Trace], stuck_at: Sequence[int] | None = None) -> dict[str, str]:
     """The generated modules for one batch (all traces share servers and config), as
     file name -> text: `TraceData.tla` and the chunks `TraceDataK.tla` it extends.
 
-    `TraceLogs[t]` is trace t's chunks concatenated; TLC evaluates this constant once.
     `stuck_at[k]` (1-based event index, 0 = none) turns on the diagnosis of trace k+1.
     """
     assert traces, "a batch holds at least one trace"
@@ -243,23 +342,19 @@ def trace_data_module(traces: Sequence[Trace], stuck_at: Sequence[int] | None = 
     if stuck_at is None:
         stuck_at = [0] * len(traces)
     assert len(stuck_at) == len(traces)
-    files: dict[str, str] = {}
-    logs: list[str] = []
+    encoder = _Encoder()
+    starts: list[int] = []
     for trace in traces:
-        chunk_names: list[str] = []
-        for start in range(0, len(trace.events), CHUNK_LINES):
-            name = f"TraceData{len(files) + 1}"
-            body = ",\n".join(_tla_event(e) for e in trace.events[start : start + CHUNK_LINES])
-            files[f"{name}.tla"] = (
-                f"---- MODULE {name} ----\n"
-                f"{name}V == <<\n{body}\n>>\n"
-                "====\n"
-            )
-            chunk_names.append(name)
-        assert chunk_names, "a trace has at least one event"
-        logs.append(" \\o ".join(f"{n}V" for n in chunk_names))
+        assert trace.events, "a trace has at least one event"
+        starts.append(len(encoder.events) // EVENT_WIDTH)
+        for event in trace.events:
+            encoder.event(event)
+    files: dict[str, str] = {}
+    events = _chunked("events", encoder.events, files)
+    messages = _chunked("messages", encoder.messages, files)
+    entries = _chunked("entries", encoder.entries, files)
+    configs = "<<" + ", ".join(_tla_set(c) for c in encoder.configs) + ">>"
     extends = ", ".join(["Sequences", *(n.removesuffix(".tla") for n in files)])
-    separator = ",\n  "
     files["TraceData.tla"] = (
         "---- MODULE TraceData ----\n"
         "\\* Generated by checker/conformance.py from NDJSON traces; do not edit.\n"
@@ -267,7 +362,19 @@ def trace_data_module(traces: Sequence[Trace], stuck_at: Sequence[int] | None = 
         f"TraceServer == {_tla_set(servers)}\n"
         f"TraceInitConfig == {_tla_set(config)}\n"
         f"TraceStuckAt == <<{', '.join(str(s) for s in stuck_at)}>>\n"
-        f"TraceLogs == <<\n  {separator.join(logs)}\n>>\n"
+        f"TraceStarts == <<{', '.join(str(s) for s in starts)}>>\n"
+        f"TraceLens == <<{', '.join(str(len(t.events)) for t in traces)}>>\n"
+        f"TraceEventInts == {events}\n"
+        f"TraceMsgInts == {messages}\n"
+        f"TraceEntryInts == {entries}\n"
+        f"TraceConfigs == {configs}\n"
+        f"TraceActionNames == {_names(ACTIONS)}\n"
+        f"TraceRoleNames == {_names(ROLES)}\n"
+        f"TraceMsgTypeNames == {_names(_MESSAGE_TYPES)}\n"
+        f"TraceKindNames == {_names(ENTRY_KINDS)}\n"
+        f"TraceEventWidth == {EVENT_WIDTH}\n"
+        f"TraceMsgWidth == {MESSAGE_WIDTH}\n"
+        f"TraceEntryWidth == {ENTRY_WIDTH}\n"
         "====\n"
     )
     return files
@@ -310,7 +417,10 @@ def _run_tlc(workdir: Path, cfg: str, timeout_s: float) -> _RunResult:
     metadir = tempfile.mkdtemp(prefix="states-", dir=workdir)
     cmd = [
         _java(),
-        "-XX:+UseParallelGC",
+        # Measured on trace batches: C1 only and the serial collector halve TLC's CPU time
+        # (C2's compile threads and parallel GC cost more than they return in a short run).
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
         "-Xss16m",
         "-cp",
         str(_tla2tools_jar()),

@@ -138,18 +138,26 @@ def test_single_trace_uses_exit_code_12(tmp_path: Path) -> None:
     assert bad.mismatches == ()
 
 
-def test_data_module_is_tla() -> None:
+def test_data_module_layout() -> None:
+    """Flat integer tables: one row per line, each distinct message and config once."""
     trace = parse_trace(_lines(ELECTION), "x.ndjson")
     files = trace_data_module([trace, trace])
-    assert sorted(files) == ["TraceData.tla", "TraceData1.tla", "TraceData2.tla"]
     text = files["TraceData.tla"]
     assert text.startswith("---- MODULE TraceData ----")
-    assert "EXTENDS Sequences, TraceData1, TraceData2" in text
-    assert "TraceLogs == <<\n  TraceData1V,\n  TraceData2V\n>>" in text
-    text = files["TraceData1.tla"]
     assert "TraceServer == {1, 2, 3}" in text
-    assert 'voted_for |-> 0' in text  # null vote
-    assert '[term |-> 1, kind |-> "noop", members |-> {}]' in text
+    assert "TraceStarts == <<0, 13>>" in text
+    assert "TraceLens == <<13, 13>>" in text
+    assert "TraceConfigs == <<{1, 2, 3}>>" in text
+    chunks = {name: body for name, body in files.items() if name != "TraceData.tla"}
+    # Events: 2 traces x 13 lines x 12 ints; messages: RV, RVR, AE, AER (4 x 9 ints); entries: 1 x 3.
+    ints = [
+        sorted(int(v) for v in body.split("V == <<")[1].split(">>")[0].replace("\n", "").split(","))
+        for body in chunks.values()
+    ]
+    assert sorted(len(v) for v in ints) == [3, 36, 2 * 13 * 12]
+    first_event = next(body for body in chunks.values() if "events" in body)
+    # Line 1: Timeout (action 2) by node 1, no message, term 1, candidate (2), voted for 1.
+    assert "V == <<\n2,1,0,1,2,1,0,0,0,0,0,1," in first_event
 
 
 def test_batches_split_by_servers(tmp_path: Path) -> None:
