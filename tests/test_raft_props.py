@@ -2,7 +2,7 @@
 
 Each example is a seed; the schedule it draws ticks nodes, runs their Readys (sometimes
 crashing between sending messages_now and persisting), delivers messages in random order,
-drops and duplicates them, restarts nodes from their persisted state only, proposes, compacts,
+drops and duplicates them, cuts one node off for a while, restarts nodes from their persisted state only, proposes, compacts,
 asks for reads and (in one variant) changes the membership. After every step the safety
 properties of the Raft paper are checked against the whole cluster:
 
@@ -11,6 +11,7 @@ properties of the Raft paper are checked against the whole cluster:
 * StateMachineSafety: no two nodes apply different entries at the same index.
 * LeaderCompleteness: a leader holds every entry committed in its term or before.
 * Committed entries are never lost: a quorum of durable storages holds each one (static config).
+* Read index: a read is served at an index no lower than any commit index when it was asked.
 
 At the end the network heals and the cluster must elect a leader and commit a new command.
 """
@@ -39,7 +40,10 @@ class Checker:
         self.committed: dict[int, tuple[int, str, tuple[bytes, ...]]] = {}
         self.committed_term: dict[int, int] = {}
         self.applied: dict[int, tuple[int, str, tuple[bytes, ...]]] = {}
-        self.trace_checked = 0
+        # Read ctx -> the highest commit index anywhere when the read was asked: a linearizable
+        # read must be served at or after it.
+        self.read_floor: dict[bytes, int] = {}
+        self.reads_served = 0
 
     def check(self) -> None:
         nodes = self.env.nodes
@@ -60,6 +64,14 @@ class Checker:
                 assert known_applied == (term, kind, commands), (
                     f"StateMachineSafety: node {node_id} applied a different entry at {index}"
                 )
+        for node in nodes.values():
+            for ctx, index in node.read_results:
+                if index is not None:
+                    assert index >= self.read_floor[ctx], (
+                        f"read {ctx!r} served at {index}, below commit {self.read_floor[ctx]} when asked"
+                    )
+                    self.reads_served += 1
+            node.read_results.clear()
         self._check_log_matching()
         self._check_leader_completeness()
         if self.static_config:
@@ -170,8 +182,13 @@ def run_schedule(seed: int, steps: int, members: int, extra_nodes: int, conf_cha
             upper = min(core.applied_index, core.commit_index, core.log.stable_index)
             if upper > core.snapshot_meta.index:
                 assert node.compact(rng.randint(core.snapshot_meta.index + 1, upper))
+        elif roll < 0.93 + 0.005:
+            # Cut one node off (a partition), or heal.
+            env.groups = None if env.groups is not None else {n: int(n == node_id) for n in ids}
         elif roll < 0.96:
-            node.core.read_index(f"r{rng.randrange(1000)}".encode())
+            ctx = f"r{len(checker.read_floor)}".encode()
+            checker.read_floor[ctx] = max(n.core.commit_index for n in env.nodes.values())
+            node.core.read_index(ctx)
         elif conf_changes:
             target = rng.choice(ids)
             op = "remove" if target in node.core.config() else "add"
@@ -181,6 +198,7 @@ def run_schedule(seed: int, steps: int, members: int, extra_nodes: int, conf_cha
                 pass  # removing the last member
         checker.check()
     # Heal: no more faults; the cluster must make progress.
+    env.groups = None
     for _ in range(400):
         for node_id in ids:
             env.nodes[node_id].core.tick()
