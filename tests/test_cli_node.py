@@ -118,10 +118,11 @@ def test_data_dir_of_another_cluster_or_in_use_is_refused(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
-def test_start_on_plain_asyncio_and_clean_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_start_on_each_event_loop_and_clean_sigterm(tmp_path: Path, loop_name: str) -> None:
     path, url = single_node_config(tmp_path)
     process = subprocess.Popen(
-        [*mox_command("start", "--config", str(path), "--loop", "asyncio")],
+        [*mox_command("start", "--config", str(path), "--loop", loop_name)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=child_env(),
@@ -132,7 +133,7 @@ def test_start_on_plain_asyncio_and_clean_sigterm(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=20)[0].decode()
     assert process.returncode == 0, output
-    assert '"event_loop": "asyncio"' in output
+    assert f'"event_loop": "{loop_name}"' in output
     assert '"event": "node.stopped"' in output
     assert "Traceback" not in output
 
