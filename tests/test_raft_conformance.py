@@ -18,6 +18,7 @@ from test_raft_scenarios import DATA, parse_blocks
 
 from checker.conformance import check_loaded
 from checker.trace import Trace, parse_trace
+from mox.consensus.raft.core import ConfChange
 from mox.consensus.raft.rafttest import InteractionEnv
 
 # Scenarios whose runs the spec can express (see the module docstring).
@@ -33,7 +34,7 @@ def scenario_trace(name: str) -> Trace:
     return parse_trace(env.trace_ndjson(), f"{name}.ndjson")
 
 
-def random_trace(seed: int, steps: int = 500) -> Trace:
+def random_trace(seed: int, steps: int = 500, membership: bool = False) -> Trace:
     rng = random.Random(seed)
 
     def timeouts(node_id: int) -> Iterator[int]:
@@ -43,6 +44,8 @@ def random_trace(seed: int, steps: int = 500) -> Trace:
 
     env = InteractionEnv(timeouts=timeouts, keep_history=True)
     env.add_nodes(3, max_batch_size=2, heartbeat_ticks=3, max_inflight_appends=2)
+    if membership:
+        env.add_nodes(1, members=(1, 2, 3), max_batch_size=2, heartbeat_ticks=3)
     ids = sorted(env.nodes)
     for step in range(steps):
         node = env.nodes[rng.choice(ids)]
@@ -68,8 +71,20 @@ def random_trace(seed: int, steps: int = 500) -> Trace:
             upper = min(core.applied_index, core.commit_index, core.log.stable_index)
             if upper > core.snapshot_meta.index:
                 assert node.compact(upper)
-        else:
+        elif roll < 0.98 or not membership:
             node.core.read_index(b"r")
+        elif roll < 0.99:
+            # A clean restart (everything persisted): the spec's Restart keeps exactly that.
+            if not node.core.has_ready():
+                node.restart()
+        else:
+            target = rng.choice(ids)
+            config = node.core.config()
+            # Never down to one member: see docs/raft.md on AdvanceCommitIndex.
+            if target in config and len(config) > 2:
+                node.core.propose_conf_change(ConfChange("remove", target))
+            elif target not in config:
+                node.core.propose_conf_change(ConfChange("add", target))
     return parse_trace(env.trace_ndjson(), f"seed{seed}.ndjson")
 
 
@@ -104,3 +119,11 @@ def test_scenario_and_random_traces_conform(tmp_path: Path) -> None:
     assert not rejected, rejected
     assert not verdicts[-1].accepted, "a trace with a wrong term must be rejected"
     assert all(len(t.events) > 20 for t in traces)
+
+
+@pytest.mark.soak
+def test_many_random_traces_conform() -> None:
+    traces = [random_trace(seed, steps=1500, membership=seed % 2 == 1) for seed in range(100, 140)]
+    verdicts = check_loaded(traces, diagnose=True)
+    rejected = [v for v in verdicts if not v.accepted]
+    assert not rejected, rejected
