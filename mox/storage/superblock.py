@@ -82,6 +82,7 @@ class Superblock:
         self._node_id = node_id
         self._sequence = 0
         self._loaded = False
+        self._intact = True  # every copy holds the newest state (as of the last load/write)
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -135,6 +136,7 @@ class Superblock:
         DataDirError (another node's or cluster's superblock).
         """
         best: SuperblockState | None = None
+        valid: list[SuperblockState] = []
         invalid: list[tuple[int, str]] = []
         wrong_magic = 0
         empty = 0
@@ -146,6 +148,7 @@ class Superblock:
                 if not isinstance(outcome, str) or outcome in ("empty", "version"):
                     break
             if isinstance(outcome, SuperblockState):
+                valid.append(outcome)
                 if best is None or outcome.sequence > best.sequence:
                     best = outcome
                 continue
@@ -164,14 +167,35 @@ class Superblock:
             if empty == self._copies:
                 self._loaded = True
                 return None
-            if wrong_magic + empty == self._copies:
+            if wrong_magic == self._copies:
+                # Every slot holds foreign bytes: some other file, not a damaged superblock.
                 raise FormatError(self.path, "not a Mox superblock (wrong magic)")
             offset, problem = next((o, p) for o, p in invalid if p != "empty")
             raise CorruptionError(self.path, offset, f"no valid superblock copy ({problem})")
         self._check_owner(best)
         self._sequence = best.sequence
         self._loaded = True
+        self._intact = sum(1 for state in valid if state == best) == self._copies
         return best
+
+    @property
+    def intact(self) -> bool:
+        """Whether every copy held the newest state at the last `load` (or after `write`)."""
+        return self._intact
+
+    async def recover(self) -> SuperblockState | None:
+        """`load`, then rewrite every copy if some copy is damaged or older.
+
+        Call this at start, before acting on the state: a state found in fewer than all
+        copies (a write that a crash interrupted after its first half, or a damaged copy) has
+        lost its redundancy, and one more fault could silently bring back an older state the
+        node already acted against. The rewrite gives it the next sequence number.
+        """
+        state = self.load()
+        if state is not None and not self._intact:
+            state = await self.write(state)
+        assert state is None or self._intact
+        return state
 
     def _decode_slot(self, index: int, data: bytes) -> SuperblockState | str:
         if len(data) < _HEADER_SIZE_BYTES or not any(data):
@@ -238,6 +262,7 @@ class Superblock:
                 await self._fs.sync_dir(_parent(self._name))
                 self._needs_dir_sync = False
             self._sequence = written.sequence
+            self._intact = True
             assert self._sequence == written.sequence
             return written
 
