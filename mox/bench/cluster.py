@@ -143,9 +143,9 @@ async def run_load(
             t0 = time.perf_counter_ns()
             try:
                 async with session.request(method, url, data=body, headers=headers) as response:
-                    await response.read()
+                    answer = await response.read()
                     ok = 200 <= response.status < 300
-                    problem = "" if ok else f"HTTP {response.status} from {url}"
+                    problem = "" if ok else f"HTTP {response.status} from {url}: {answer[:300]!r}"
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 ok = False
                 problem = f"{type(exc).__name__}: {exc} ({url})"
