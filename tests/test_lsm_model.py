@@ -54,7 +54,7 @@ keys = st.builds(
     lambda tenant, kind, n: b"t/%s/%s/%02d" % (tenant, kind, n),
     st.sampled_from([b"a", b"b"]),
     st.sampled_from([b"talent", b"campaign"]),
-    st.integers(0, 24),
+    st.integers(0, 9),
 )
 values = st.one_of(st.binary(min_size=0, max_size=12), st.binary(min_size=60, max_size=200))
 prefixes = st.sampled_from(
@@ -320,7 +320,7 @@ class RealMachine(LsmModel):
 
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=100,
     stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -261,6 +261,28 @@ def test_tombstones_are_dropped_only_at_the_bottom_and_unseen() -> None:
     run_virtual(scenario())
 
 
+def test_tombstones_above_older_data_survive_compaction_until_the_bottom() -> None:
+    async def scenario() -> None:
+        store = await LsmStore.open(sim_fs(), SMALL)
+        for round_index in range(4):
+            await fill(store, 400, first_index=1 + 10 * round_index)
+            await store.flush()
+            await compact_all(store)
+        counts = store.level_table_counts()
+        assert counts[2] > 0, counts  # values live two levels down
+        for i in range(0, 400, 3):
+            store.write_batch([(key(i), None)], 100 + i)
+        await store.flush()
+        store.write_batch([(b"t/acme/talent/zzz", b"1")], 1000)
+        await store.flush()  # level 0 reaches its trigger: merged into level 1, not the bottom
+        await compact_all(store)
+        for i in range(400):
+            assert store.get(key(i)) == (None if i % 3 == 0 else b"v%d" % i), i
+        assert len(list(store.scan_prefix(b"t/acme/talent/0"))) == 400 - 134
+
+    run_virtual(scenario())
+
+
 def test_compact_step_is_bounded_and_reads_stay_right_between_steps() -> None:
     async def scenario() -> None:
         store = await LsmStore.open(sim_fs(), SMALL)
