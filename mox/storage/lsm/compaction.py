@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 
 from mox.errors import CorruptionError, FormatError
 from mox.io.interfaces import FileSystem
@@ -122,17 +123,12 @@ def merge_sources(
     sorting them by seq is unambiguous.
     """
 
-    def tagged(
-        rank: int, source: Iterator[tuple[bytes, list[Version]]]
-    ) -> Iterator[tuple[bytes, int, list[Version]]]:
-        for key, versions in source:
-            yield key, rank, versions
-
-    merged = heapq.merge(*(tagged(rank, source) for rank, source in enumerate(sources)))
+    # heapq.merge with a key compares keys only (ties keep source order), never versions.
+    merged = heapq.merge(*sources, key=itemgetter(0))
     current_key: bytes | None = None
     current: list[Version] = []
     group_count = 0
-    for key, _rank, versions in merged:
+    for key, versions in merged:
         if key != current_key:
             if current_key is not None:
                 if group_count > 1:
@@ -151,7 +147,7 @@ def merge_sources(
 def chain_tables(tables: Sequence[Table]) -> Iterator[tuple[bytes, list[Version]]]:
     """The entries of a sorted run of non-overlapping tables, in key order."""
     for table in tables:
-        yield from table.scan(b"", None)
+        yield from table.scan(b"", None, fill_cache=False)
 
 
 class OutputVerificationError(Exception):
@@ -187,7 +183,7 @@ class CompactionJob:
         self._block_size_bytes = block_size_bytes
         self._bloom_fp_rate = bloom_false_positive_rate
         # Level 0 tables are newest first; the run below is older than all of them.
-        sources = [table.scan(b"", None) for table in plan.inputs]
+        sources = [table.scan(b"", None, fill_cache=False) for table in plan.inputs]
         if plan.input_level >= 1:
             sources = [chain_tables(plan.inputs)]
         sources.append(chain_tables(plan.lower))
@@ -211,10 +207,12 @@ class CompactionJob:
                 self.done = True
                 return True
             key, versions = item
+            entry_bytes = len(key) * len(versions)
             for _seq, value in versions:
-                entry_bytes = len(key) + (len(value) if value is not None else 0)
-                budget_bytes -= entry_bytes
-                self.input_bytes += entry_bytes
+                if value is not None:
+                    entry_bytes += len(value)
+            budget_bytes -= entry_bytes
+            self.input_bytes += entry_bytes
             kept = retain_versions(versions, snapshot_seqs, bottom=self.plan.bottom)
             if not kept:
                 continue

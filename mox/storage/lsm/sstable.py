@@ -367,7 +367,7 @@ class Table:
         for offset, length in zip(self._offsets, self._lengths, strict=True):
             read_block(self.file, self.file_number, offset, length)
 
-    def _block(self, block_index: int) -> _DecodedBlock:
+    def _block(self, block_index: int, *, fill_cache: bool = True) -> _DecodedBlock:
         cached = self._cache.get(self.file_number, block_index)
         if cached is not None:
             return cached
@@ -380,7 +380,8 @@ class Table:
             raise CorruptionError(self.path, offset, f"data block undecodable: {exc}") from None
         block: _DecodedBlock = (keys, seqs, values)
         assert len(keys) == len(seqs) == len(values)
-        self._cache.put(self.file_number, block_index, block)
+        if fill_cache:
+            self._cache.put(self.file_number, block_index, block)
         return block
 
     def may_contain(self, key: bytes) -> bool:
@@ -406,11 +407,16 @@ class Table:
                 return (seqs[index], values[index])
         return None
 
-    def scan(self, start: bytes, end: bytes | None) -> Iterator[tuple[bytes, list[Version]]]:
-        """Keys in [start, end) with all their versions (ascending seq)."""
+    def scan(
+        self, start: bytes, end: bytes | None, *, fill_cache: bool = True
+    ) -> Iterator[tuple[bytes, list[Version]]]:
+        """Keys in [start, end) with all their versions (ascending seq).
+
+        Compaction passes `fill_cache=False`: a one-pass merge must not evict hot blocks.
+        """
         block_index = bisect_left(self._last_keys, start)
         while block_index < len(self._last_keys):
-            keys, seqs, values = self._block(block_index)
+            keys, seqs, values = self._block(block_index, fill_cache=fill_cache)
             index = bisect_left(keys, start)
             count = len(keys)
             while index < count:

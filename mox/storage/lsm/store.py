@@ -25,6 +25,7 @@ import itertools
 import struct
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from types import TracebackType
 from typing import Any
 
@@ -899,13 +900,10 @@ def _newest_first_merge(
     levels), so the first list holding a visible version holds the answer.
     """
 
-    def tagged(rank: int, source: Iterator[tuple[bytes, Any]]) -> Iterator[tuple[bytes, int, Any]]:
-        for key, versions in source:
-            yield key, rank, versions
-
     current_key: bytes | None = None
     group: list[Any] = []
-    for key, _rank, versions in heapq.merge(*(tagged(r, s) for r, s in enumerate(sources))):
+    # heapq.merge is stable: for equal keys the earlier (newer) source comes first.
+    for key, versions in heapq.merge(*sources, key=itemgetter(0)):
         if key != current_key:
             if current_key is not None:
                 yield current_key, group
