@@ -437,9 +437,11 @@ class RaftCore:
                 self._emit(
                     "ClientRequest", args={"index": entry.index, "commands": [c.hex() for c in batch]}
                 )
-        # Replication waits for the next ready(): proposals until then share messages.
+        # Replication waits for the next ready(): proposals until then share messages. No
+        # commit here: new entries are not persisted, and committing in advance() (where the
+        # leader's persisted index is its last index) is what the spec's AdvanceCommitIndex,
+        # which counts the leader at its last index, can follow.
         self._append_pending = True
-        self.maybe_commit()
         self._assert_invariants()
         return self.log.last_index()
 
@@ -481,8 +483,9 @@ class RaftCore:
             self._progress[node] = Progress(self._leader_start_next_index)
         if self._tracing:
             self._emit("ChangeMembership", args={change.op: node, "config": new, "index": entry.index})
+        # A smaller quorum may commit more: that happens in advance(), after the persist
+        # (see propose). Reads may be confirmed by the new quorum at once.
         self._append_pending = True
-        self.maybe_commit()
         self._maybe_confirm_reads()
         self._assert_invariants()
         return entry.index
