@@ -252,6 +252,7 @@ class World:
     async def _main(self) -> str:
         loop = asyncio.get_running_loop()
         self._phase_over = asyncio.Event()
+        self._stop_clients = asyncio.Event()
         self._end_s = 0.0
         self._state_hash = ""
         if self.trace is not None:
@@ -271,7 +272,7 @@ class World:
             # Bootstrap (tenant, talents) before any fault: every seed then spends its
             # fault phase on client operations, not on a setup that faults keep stalling.
             await self._setup()
-            stop_clients = asyncio.Event()
+            stop_clients = self._stop_clients
             clients = [
                 loop.create_task(self.workload.run_client(k, stop_clients), name=f"client-{k}")
                 for k in range(self.config.workload.clients)
@@ -306,6 +307,8 @@ class World:
         except _Stop:
             pass
         finally:
+            # Clients end at their next operation; nodes stop now (no more writes).
+            self._stop_clients.set()
             self._end_s = loop.time()
             self._state_hash = self._compute_state_hash()
             for node in self.nodes.values():
@@ -387,13 +390,18 @@ class World:
                 "node_failure", node_id, f"node {node_id} died: {type(exc).__name__}: {exc}"
             )
 
-    def crash(self, node_id: int) -> None:
+    def crash(self, node_id: int, *, restart_after_s: float | None = None) -> None:
+        """Crash `node_id` now (its disk keeps only synced writes); restart it later."""
         node = self.nodes[node_id]
         assert node is not None
         node.crash()
         self.disks[node_id].crash()
         self.nodes[node_id] = None
         self._count("crash")
+        if restart_after_s is not None:
+            self._restart_tasks[node_id] = asyncio.get_running_loop().create_task(
+                self._restart_after(node_id, restart_after_s)
+            )
 
     def _on_step(
         self, node: Node, appended: list[tuple[int, int, int]], applied: list[tuple[int, int]]
@@ -449,11 +457,7 @@ class World:
             if down >= down_max or not running:
                 continue
             victim = self._pick(running)
-            self.crash(victim)
-            delay_s = self._uniform(0.05, 1.5)
-            self._restart_tasks[victim] = asyncio.get_running_loop().create_task(
-                self._restart_after(victim, delay_s)
-            )
+            self.crash(victim, restart_after_s=self._uniform(0.05, 1.5))
 
     async def _restart_after(self, node_id: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
