@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import signal
 import socket
 import subprocess
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,22 @@ def test_missing_or_malformed_config_file_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "broken.toml" in result.stderr and "not valid TOML" in result.stderr
     assert "Traceback" not in missing.stderr + result.stderr
+
+
+@pytest.mark.parametrize("which", ["client", "cluster"])
+def test_busy_port_exits_2_naming_the_key(tmp_path: Path, which: str) -> None:
+    path, _ = single_node_config(tmp_path)
+    document = tomllib.loads(path.read_text())
+    node = document["cluster"]["nodes"][0]
+    port = node["client_port"] if which == "client" else node["cluster_port"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        result = run_mox("start", "--config", str(path))
+    assert result.returncode == 2, result
+    key = "api.bind_address" if which == "client" else "cluster.nodes[0].cluster_port"
+    assert key in result.stderr and str(port) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
@@ -269,6 +287,35 @@ def test_dev_serves_three_nodes_stops_on_sigint_and_resumes(tmp_path: Path) -> N
     text = output.finish()
     assert second.returncode == 0, text
     assert "Traceback" not in text
+
+
+def test_nodes_stop_when_dev_is_killed(tmp_path: Path) -> None:
+    data_dir = tmp_path / "mox-data"
+    supervisor = dev_process(data_dir, free_base_port())
+    output = OutputReader(supervisor)
+    try:
+        output.wait_for("Ctrl-C stops the cluster")
+    finally:
+        supervisor.kill()  # SIGKILL: no chance to stop its nodes
+        supervisor.wait(10)
+    locks = [data_dir / f"node{i}" / "mox.lock" for i in (1, 2, 3)]
+    deadline = time.monotonic() + 15
+    held = locks
+    while held and time.monotonic() < deadline:
+        held = [lock for lock in locks if lock_is_held(lock)]
+        time.sleep(0.1)
+    assert held == [], f"nodes still running after their supervisor died: {held}"
+
+
+def lock_is_held(path: Path) -> bool:
+    """True while a running node holds its data directory's lock."""
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def test_dev_refuses_a_data_dir_of_another_size(tmp_path: Path) -> None:

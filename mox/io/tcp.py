@@ -114,6 +114,7 @@ class ListenError(MoxError):
     def __init__(self, host: str, port: int, problem: str) -> None:
         self.host = host
         self.port = port
+        self.problem = problem
         super().__init__(f"cannot listen for cluster traffic on {host}:{port}: {problem}")
 
 

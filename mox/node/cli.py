@@ -56,6 +56,9 @@ ADMIN_TOKEN_FILE = "admin-token"
 HEARTBEAT_TICKS = 5
 SEND_QUEUE_MAX = 4096
 SHUTDOWN_TIMEOUT_S = 5.0
+# `mox dev` tells its nodes its pid, so that they stop if it dies without stopping them.
+PARENT_PID_ENV = "MOX_DEV_SUPERVISOR_PID"
+PARENT_POLL_S = 0.5
 CLUSTER_PORT_OFFSET = 100
 LOOPS = ("auto", "uvloop", "asyncio")
 # The default event loop is plain asyncio for now, not "auto" (uvloop when installed):
@@ -228,18 +231,21 @@ async def serve(
     *,
     stop: asyncio.Event | None = None,
     admin_token: str | None = None,
+    parent_pid: int | None = None,
 ) -> int:
     """Run one node until `stop` is set (or SIGINT/SIGTERM when `stop` is None).
 
     Returns the exit code: 0 after a requested stop, 1 if the node stopped on its own (a
-    bug or a damaged disk), which is logged as `node.failed` with the traceback.
+    bug or a damaged disk), which is logged as `node.failed` with the traceback. With
+    `parent_pid` (set by `mox dev`), the node also stops when that process is gone, so a
+    killed supervisor leaves no orphan nodes behind.
     """
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
     from mox.api import create_app
     from mox.io.real import RealClock, RealFileSystem, RealRandom
-    from mox.io.tcp import TcpTransport
+    from mox.io.tcp import ListenError, TcpTransport
     from mox.node.runtime import Node
 
     _check_supported(config)
@@ -248,6 +254,9 @@ async def serve(
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+    watcher = None
+    if parent_pid is not None:
+        watcher = asyncio.ensure_future(_watch_parent(parent_pid, stop, logger))
     me = config.cluster.self_address
     data_dir = config.storage.data_dir
     lock = _lock_data_dir(data_dir)
@@ -280,7 +289,14 @@ async def serve(
             snapshot_index=status.snapshot_index,
             io_backend=fs.backend,
         )
-        await transport.start()
+        try:
+            await transport.start()
+        except ListenError as exc:
+            index = [n.id for n in config.cluster.nodes].index(me.id)
+            raise ConfigError(
+                f"cluster.nodes[{index}].cluster_port",
+                f"cannot listen on {exc.host}:{exc.port}: {exc.problem}",
+            ) from None
         run_task = node.start()
         registry = CollectorRegistry()
         transport.register_metrics(registry)
@@ -291,9 +307,8 @@ async def serve(
         try:
             await web.TCPSite(runner, host, port).start()
         except OSError as exc:
-            raise DataDirError(
-                data_dir,
-                f"cannot serve the API on {host}:{port} (api.bind_address): {exc.strerror}",
+            raise ConfigError(
+                "api.bind_address", f"cannot listen on {host}:{port}: {exc.strerror}"
             ) from None
         logger.info(
             "node.started",
@@ -312,6 +327,8 @@ async def serve(
         else:
             logger.info("node.stopping", node=me.id)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         if runner is not None:
             await runner.cleanup()
         if node is None:
@@ -328,6 +345,20 @@ async def serve(
         lock.close()
     logger.info("node.stopped", node=me.id, failed=failure is not None)
     return 0 if failure is None else 1
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event, logger: Any) -> None:
+    """Set `stop` once this process is re-parented (its parent died, even by SIGKILL)."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(PARENT_POLL_S)
+    # Our stdout/stderr were pipes to the dead supervisor: every log line would now fail
+    # with EPIPE. Point them at /dev/null so the clean stop below can log as usual.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    stop.set()
+    logger.warning("node.parent_gone", parent_pid=parent_pid)
 
 
 def _event_loop_factory(name: str) -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
@@ -374,7 +405,9 @@ def start_command(config_path: str, loop_name: str) -> None:
     handler = _StdlibToStructlog(logger)
     logging.getLogger("mox").addHandler(handler)
     logging.getLogger("mox").setLevel(logging.INFO)
-    code = _run(serve(config, logger), loop_name)
+    parent = os.environ.get(PARENT_PID_ENV, "")
+    parent_pid = int(parent) if parent.isdigit() else None
+    code = _run(serve(config, logger, parent_pid=parent_pid), loop_name)
     if code:
         sys.exit(code)
 
@@ -466,7 +499,12 @@ async def _dev(data_dir: Path, nodes: int, base_port: int, loop_name: str) -> in
         )
         load_config(path)  # validated here: a bad template fails before any child starts
         paths[node_id] = path
-    env = {**os.environ, "MOX_ADMIN_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "MOX_ADMIN_TOKEN": token,
+        "PYTHONUNBUFFERED": "1",
+        PARENT_PID_ENV: str(os.getpid()),
+    }
     width = len(f"node{nodes}")
     processes: dict[int, asyncio.subprocess.Process] = {}
     pumps: list[asyncio.Task[None]] = []
