@@ -57,6 +57,7 @@ BAD = [
     ("unknown_src", RequestVote(3, 9, 2, 0, 0)),
     ("bad_term", RequestVote(LIMIT, 1, 2, 0, 0)),
     ("bad_term", RequestVote(-1, 1, 2, 0, 0)),
+    ("bad_term", RequestVote(LIMIT - 1, 1, 2, 0, 0)),
     ("bad_term", RequestVote(0, 1, 2, 0, 0)),
     ("bad_last_log", RequestVote(3, 1, 2, -5, 0)),
     ("last_log_term_beyond_term", RequestVote(3, 1, 2, 1, 4)),
@@ -164,6 +165,18 @@ def test_bad_restored_state_names_the_field(restored: RestoredState, field: str)
     with pytest.raises(RestoreError) as info:
         RaftCore(RaftConfig(node_id=1, members=(1,)), restored, itertools.repeat(10))
     assert info.value.field == field
+
+
+def test_highest_accepted_term_can_still_run() -> None:
+    core = make(term=0)
+    core.step(RequestVote(LIMIT - 2, 1, 2, 0, 0))
+    assert core.term == LIMIT - 2
+    assert core.campaign()
+    assert core.term == LIMIT - 1
+    assert not core.campaign()  # the last term: no further election, no crash
+    for _ in range(30):
+        core.tick()
+    assert core.term == LIMIT - 1
 
 
 def test_bad_proposals() -> None:

@@ -359,6 +359,10 @@ class RaftCore:
         """Spec Timeout: start an election now. False if not allowed (leader, or not a member)."""
         if self.role is Role.LEADER or not self.promotable():
             return False
+        if self.term + 1 >= INDEX_LIMIT:
+            # Terms end at 2**63 - 1 (reachable only through a hostile peer): stay put.
+            _log.error("raft node %d cannot campaign: term %d is the last one", self.id, self.term)
+            return False
         self.become_candidate()
         config = self.log.config()
         if is_quorum(self._votes_granted, config):
@@ -977,7 +981,8 @@ class RaftCore:
             return "bad_src"
         if msg.src == self.id:
             return "from_self"
-        if not _is_node_id(msg.term):
+        # The highest term is kept free so that a node that adopted a term can still run.
+        if not _is_node_id(msg.term) or msg.term >= INDEX_LIMIT - 1:
             return "bad_term"
         if msg.src not in self._known and not isinstance(msg, AppendEntries | InstallSnapshot):
             return "unknown_src"
@@ -1097,8 +1102,8 @@ class RaftCore:
 
 def _check_restored(restored: RestoredState) -> None:
     hs = restored.hard_state
-    if not _is_nat(hs.term):
-        raise RestoreError("hard_state.term", f"must be a non-negative integer, got {hs.term!r}")
+    if not _is_nat(hs.term) or hs.term >= INDEX_LIMIT - 1:
+        raise RestoreError("hard_state.term", f"must be an integer in [0, 2**63 - 1), got {hs.term!r}")
     if not _is_nat(hs.vote):
         raise RestoreError("hard_state.vote", f"must be 0 (none) or a node id, got {hs.vote!r}")
     snap = restored.snapshot
