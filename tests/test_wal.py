@@ -378,3 +378,36 @@ def test_bad_arguments_are_clear_errors(env: Env) -> None:
     env.run(wal.commit())
     assert wal.read(1, 1)[0].body == max_body
     assert SEGMENT_HEADER_SIZE_BYTES + RECORD_HEADER_SIZE_BYTES + len(max_body) == SEGMENT_SIZE
+
+
+def test_segment_size_can_change_between_runs(env: Env) -> None:
+    wal = open_wal(env)
+    for body in bodies(200, seed=9):
+        wal.append(1, body)
+    env.run(wal.commit())
+    wal.close()
+    bigger: Wal = env.run(
+        Wal.open(env.fs(), segment_size_bytes=2 * SEGMENT_SIZE, cluster_id="c1", node_id=1)
+    )
+    assert bigger.last_seq == 200
+    for body in bodies(300, seed=10):
+        bigger.append(2, body)
+    env.run(bigger.commit())
+    bigger.close()
+    env.crash()
+    wal = open_wal(env)
+    assert wal.last_seq == 500
+    assert [r.rtype for r in wal.read(199, 202)] == [1, 1, 2, 2]
+
+
+def test_truncated_segment_file_is_corruption(env: Env) -> None:
+    wal = open_wal(env)
+    name = segment_names(wal)[0]
+    wal.close()
+    if env.disk is not None:
+        env.disk._durable[f"node1/{name}"].durable.truncate(100)
+        env.disk._volatile[f"node1/{name}"].volatile.truncate(100)
+    else:
+        os.truncate(os.path.join(env.tmp, name), 100)
+    with pytest.raises(CorruptionError, match="too short"):
+        open_wal(env)

@@ -253,7 +253,7 @@ class Wal:
             header = decode_segment_header(file.pread(0, SEGMENT_HEADER_SIZE_BYTES))
             if not isinstance(header, str):
                 break
-            if "magic" in header or "version" in header or "too short" in header:
+            if "magic" in header or "version" in header:
                 file.close()
                 raise FormatError(file.path, header)
         if isinstance(header, str):
@@ -375,6 +375,9 @@ class Wal:
 
     async def commit(self, seq: int | None = None) -> None:
         """Return once every record up to `seq` (default: all appended) is durable.
+
+        If a concurrent `truncate_suffix`/`reset` removes the awaited records first, this
+        returns as soon as nothing at or below `seq` is left to flush.
 
         Callers that arrive while a flush runs wait for it and share the next one. The
         flush runs in its own task, so a cancelled caller never interrupts it; each caller
