@@ -15,6 +15,7 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -348,3 +349,25 @@ TestWalBitFlipsOnRead = BitFlipOnReadMachine.TestCase
 TestWalBitFlipsOnRead.settings = SETTINGS
 TestWalMisdirectedWrites = MisdirectedWriteMachine.TestCase
 TestWalMisdirectedWrites.settings = SETTINGS
+
+SOAK_SETTINGS = settings(
+    max_examples=1500,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+class TestWalCrashesSoak(TornWriteMachine.TestCase):  # type: ignore[name-defined,misc]
+    settings = SOAK_SETTINGS
+    pytestmark = pytest.mark.soak
+
+
+class TestWalBitFlipsAtRestSoak(BitFlipAtRestMachine.TestCase):  # type: ignore[name-defined,misc]
+    settings = SOAK_SETTINGS
+    pytestmark = pytest.mark.soak
+
+
+class TestWalMisdirectedWritesSoak(MisdirectedWriteMachine.TestCase):  # type: ignore[name-defined,misc]
+    settings = SOAK_SETTINGS
+    pytestmark = pytest.mark.soak
