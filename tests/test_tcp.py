@@ -64,6 +64,7 @@ def make(
     cluster_id: str = CLUSTER,
     queue_max: int = 64,
     logger: ListLogger | None = None,
+    handshake_timeout_ms: int = 2000,
 ) -> tuple[TcpTransport, list[tuple[int, bytes]], ListLogger]:
     log = logger or ListLogger()
     transport = TcpTransport(
@@ -77,6 +78,7 @@ def make(
         random=random.Random(node_id),
         backoff_min_ms=10,
         backoff_max_ms=100,
+        handshake_timeout_ms=handshake_timeout_ms,
     )
     inbox: list[tuple[int, bytes]] = []
     transport.set_receiver(lambda src, payload: inbox.append((src, payload)))
@@ -398,3 +400,22 @@ def test_close_with_live_connections_reports_no_loop_errors(loop_name: str) -> N
     else:
         asyncio.run(body())
     assert errors == []
+
+
+def test_silent_connection_is_closed_after_the_handshake_timeout() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, a_log = make(1, ports, handshake_timeout_ms=200)
+        await a.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", ports[1])
+            started = asyncio.get_running_loop().time()
+            await assert_closed_by_peer(reader)  # we never said HELLO
+            waited_s = asyncio.get_running_loop().time() - started
+            assert 0.15 <= waited_s < 3, waited_s
+            writer.close()
+            assert [e["reason"] for e in a_log.find("transport.inbound_error")] == ["TimeoutError"]
+        finally:
+            await a.close()
+
+    run(body)

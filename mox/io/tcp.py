@@ -523,7 +523,10 @@ class TcpTransport:
             pass
         except (OSError, TimeoutError) as exc:
             self._logger.warning(
-                "transport.inbound_error", remote=remote, peer=sender, reason=str(exc)
+                "transport.inbound_error",
+                remote=remote,
+                peer=sender,
+                reason=str(exc) or type(exc).__name__,
             )
         except FrameError as exc:
             self.stats.count_rejected(exc.reason)
