@@ -18,8 +18,11 @@ Theory of operation.
    invariant `NotAccepted == l <= Len(TraceLog)`, TLC exit code 12 (violated) = every line
    matched, exit 0 = stuck = rejected. (A violation makes TLC print the whole behaviour,
    which for long traces costs more than the check: those go the batch way.)
-4. For rejected traces a second run (`Diagnose` set to the stuck line of each) evaluates the
-   spec action the stuck line names without the trace's constraints, and prints which
+   The batch run fingerprints states by their position in the trace only (`VIEW TraceView`:
+   exact, because following a trace is deterministic; see TraceRaft.tla).
+4. For rejected traces a second run (`TraceRaftDiag.cfg`: no VIEW, `TraceStuckAt` set to the
+   stuck line of each) confirms the rejection with a search that merges no states, evaluates
+   the spec action the stuck line names without the trace's constraints, and prints which
    observed variables it could not produce (or that the action is not enabled at all, e.g.
    because its message is not in flight).
 
@@ -486,7 +489,12 @@ def _run_batch(
         # The single-trace mode's "violation" makes TLC print the whole behaviour, which
         # costs more than checking it for long traces: long ones go the batch way.
         single = len(traces) == 1 and stuck_at is None and len(traces[0].events) <= SINGLE_MODE_EVENTS_MAX
-        cfg = "TraceRaft.cfg" if single else "TraceRaftBatch.cfg"
+        if single:
+            cfg = "TraceRaft.cfg"
+        elif stuck_at is None:
+            cfg = "TraceRaftBatch.cfg"
+        else:
+            cfg = "TraceRaftDiag.cfg"
         if not (workdir / cfg).is_file():
             raise ConformanceError(f"specs/raft/{cfg} is missing")
         result = _run_tlc(workdir, cfg, timeout_s)
@@ -555,21 +563,33 @@ def _check_batch(
     traces: Sequence[Trace], timeout_s: float, stats: CheckStats, diagnose: bool
 ) -> list[TraceVerdict]:
     result = _run_batch(traces, None, timeout_s, stats)
-    stuck_at = [0] * len(traces)
-    for k, trace in enumerate(traces):
-        if (k + 1) not in result.accepted:
-            # `reached` is the index of the next line to match in the furthest state.
-            stuck_at[k] = max(1, min(result.reached.get(k + 1, 1), len(trace.events)))
-    diag = result
-    if diagnose and any(stuck_at):
-        diag = _run_batch(traces, stuck_at, timeout_s, stats)
+    rejected = [k for k in range(len(traces)) if (k + 1) not in result.accepted]
+    # `reached` is the index of the next line to match in the furthest state.
+    stuck = {k: max(1, min(result.reached.get(k + 1, 1), len(traces[k].events))) for k in rejected}
+    diag: dict[int, list[str]] = {}
+    disabled: dict[int, str] = {}
+    if diagnose and rejected:
+        # Only the rejected traces, without VIEW: confirms each rejection by a search that
+        # merges no states, and prints what the stuck line's action could not produce.
+        again = [traces[k] for k in rejected]
+        second = _run_batch(again, [stuck[k] for k in rejected], timeout_s, stats)
+        confirmed = []
+        for position, k in enumerate(rejected):
+            t = position + 1
+            if t in second.accepted:
+                continue
+            confirmed.append(k)
+            stuck[k] = max(stuck[k], min(second.reached.get(t, 1), len(traces[k].events)))
+            diag[k] = second.diag.get(t, [])
+            if t in second.disabled:
+                disabled[k] = second.disabled[t]
+        rejected = confirmed
     verdicts = []
     for k, trace in enumerate(traces):
-        if stuck_at[k] == 0:
+        if k not in stuck or k not in rejected:
             verdicts.append(_verdict_accepted(trace))
             continue
-        mismatches = _smallest_mismatch(diag.diag.get(k + 1, [])) if diagnose else []
-        verdicts.append(_verdict_rejected(trace, stuck_at[k], mismatches, diag.disabled.get(k + 1)))
+        verdicts.append(_verdict_rejected(trace, stuck[k], _smallest_mismatch(diag.get(k, [])), disabled.get(k)))
     return verdicts
 
 
