@@ -176,7 +176,7 @@ class UringRing:
     def _submit(self, fd: int, batch: _Batch) -> None:
         assert liburing.io_uring_sq_space_left(self._ring) >= len(batch.ops)
         write_index = 0
-        runs = [b for b in batch.keepalive]
+        runs = list(batch.keepalive)  # the buffer lists, before the Iovecs join them
         for index, (kind, offset, _length) in enumerate(batch.ops):
             sqe = liburing.io_uring_get_sqe(self._ring)
             assert sqe is not None, "SQ full although space was checked"
@@ -193,7 +193,9 @@ class UringRing:
                     liburing.io_uring_prep_fsync(sqe, fd, liburing.IORING_FSYNC_DATASYNC)
             except BaseException:
                 # Never leave a half-prepared slot behind: it would run on the next submit.
+                # The NOP gets user_data 0, which no batch uses (the drain ignores it).
                 liburing.io_uring_prep_nop(sqe)
+                liburing.io_uring_sqe_set_data64(sqe, 0)
                 raise
             if index < len(batch.ops) - 1:
                 liburing.io_uring_sqe_set_flags(sqe, liburing.IOSQE_IO_LINK)
@@ -219,7 +221,11 @@ class UringRing:
                 exc = error
             finally:
                 liburing.io_uring_cq_advance(self._ring, 1)
-            batch, index = self._inflight.pop(user_data)
+            owner = self._inflight.pop(user_data, None)
+            if owner is None:
+                assert user_data == 0, f"completion for unknown user_data {user_data}"
+                continue  # the NOP of a slot whose preparation failed
+            batch, index = owner
             batch.complete(index, res, exc)
 
     def _on_eventfd(self) -> None:
