@@ -217,3 +217,21 @@ def test_ring_close_waits_for_batches_in_flight(tmp_path: Any) -> None:
     finally:
         loop.close()
         os.close(fd)
+
+
+def test_failed_preparation_leaves_no_write_behind(tmp_path: Any) -> None:
+    uring_or_skip(str(tmp_path))
+    ring = UringRing()
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        strided = memoryview(b"abcdef")[::2]  # bytes-like, but not one contiguous buffer
+        with pytest.raises(TypeError):
+            ring.write_sync_blocking(fd, "f", [(0, b"good"), (100, strided)])
+        assert ring.inflight_count == 0
+        ring.write_sync_blocking(fd, "f", [(200, b"next")])
+        # The first write of the failed batch never ran: only "next" is in the file.
+        assert os.pread(fd, 204, 0) == bytes(200) + b"next"
+        assert ring.inflight_count == 0
+    finally:
+        os.close(fd)
+        ring.close()

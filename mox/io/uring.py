@@ -104,6 +104,7 @@ class UringRing:
         self._next_user_data = 1
         # user_data -> (batch, index of the op inside the batch)
         self._inflight: dict[int, tuple[_Batch, int]] = {}
+        self._queued_nops = 0  # NOPs left in the SQ by a failed preparation
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -175,8 +176,10 @@ class UringRing:
 
     def _submit(self, fd: int, batch: _Batch) -> None:
         assert liburing.io_uring_sq_space_left(self._ring) >= len(batch.ops)
+        assert liburing.io_uring_sq_ready(self._ring) == self._queued_nops
         write_index = 0
         runs = list(batch.keepalive)  # the buffer lists, before the Iovecs join them
+        prepared: list[tuple[object, int]] = []
         for index, (kind, offset, _length) in enumerate(batch.ops):
             sqe = liburing.io_uring_get_sqe(self._ring)
             assert sqe is not None, "SQ full although space was checked"
@@ -193,16 +196,23 @@ class UringRing:
                     liburing.io_uring_prep_fsync(sqe, fd, liburing.IORING_FSYNC_DATASYNC)
             except BaseException:
                 # Never leave a half-prepared slot behind: it would run on the next submit.
-                # The NOP gets user_data 0, which no batch uses (the drain ignores it).
-                liburing.io_uring_prep_nop(sqe)
-                liburing.io_uring_sqe_set_data64(sqe, 0)
+                # This slot and the ones before it in the batch become NOPs with user_data
+                # 0, which no batch uses (the drain ignores it).
+                for earlier, earlier_user_data in [*prepared, (sqe, 0)]:
+                    liburing.io_uring_prep_nop(earlier)
+                    liburing.io_uring_sqe_set_flags(earlier, 0)
+                    liburing.io_uring_sqe_set_data64(earlier, 0)
+                    self._inflight.pop(earlier_user_data, None)
+                self._queued_nops += len(prepared) + 1
                 raise
+            prepared.append((sqe, user_data))
             if index < len(batch.ops) - 1:
                 liburing.io_uring_sqe_set_flags(sqe, liburing.IOSQE_IO_LINK)
             liburing.io_uring_sqe_set_data64(sqe, user_data)
             self._inflight[user_data] = (batch, index)
         submitted = liburing.io_uring_submit(self._ring)
-        assert submitted == len(batch.ops), (submitted, len(batch.ops))
+        assert submitted == len(batch.ops) + self._queued_nops, (submitted, len(batch.ops))
+        self._queued_nops = 0
 
     # -- completion --------------------------------------------------------------------
 
