@@ -343,11 +343,14 @@ ChangeMembership(i, s) ==
     /\ UNCHANGED <<messages, committed, serverVars, candidateVars, leaderVars,
                    commitIndex, snapshotVars>>
 
-\* Leader i advances its commitIndex to the highest index of an entry of its
-\* own term that a quorum of its configuration holds (the leader counts
-\* itself only while it is a member).  The newly committed entries are
-\* recorded in the history variable.  A leader that is not a member of its
-\* configuration steps down once that configuration entry is committed.
+\* Leader i advances its commitIndex to an index of an entry of its own term
+\* that a quorum of its configuration holds (the leader counts itself only
+\* while it is a member).  The highest such index is the usual choice; any
+\* one is allowed, because the implementation counts the leader's own
+\* entries only once they are persisted and may therefore commit less.  The
+\* newly committed entries are recorded in the history variable.  A leader
+\* that is not a member of its configuration steps down once that
+\* configuration entry is committed.
 AdvanceCommitIndex(i) ==
     /\ state[i] = Leader
     /\ LET conf == Config(i)
@@ -357,9 +360,8 @@ AdvanceCommitIndex(i) ==
            agreeIndexes == {k \in (commitIndex[i] + 1)..LastIndex(i) :
                                /\ TermAt(i, k) = currentTerm[i]
                                /\ IsQuorum(Agree(k), conf)}
-           newCommit == Max(agreeIndexes)
            oldLen == Len(committed)
-       IN  /\ agreeIndexes /= {}
+       IN  \E newCommit \in agreeIndexes :
            /\ commitIndex' = [commitIndex EXCEPT ![i] = newCommit]
            /\ committed' =
                 IF newCommit <= oldLen THEN committed
