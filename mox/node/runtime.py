@@ -76,6 +76,8 @@ from mox.storage.wal import Wal
 
 # The WAL record type of a Raft log entry (body: the msgpack Entry).
 RTYPE_ENTRY = 1
+# How early a tick may run (asyncio fires timers within its clock resolution).
+_TICK_TOLERANCE_S = 1e-6
 
 __all__ = [
     "Node",
@@ -483,20 +485,27 @@ class Node:
         self._tick_handle = loop.call_at(self._next_tick_s, self._on_tick_timer)
 
     def _on_tick_timer(self) -> None:
+        self._tick_handle = None
         self._wake.set()
 
     def _do_ticks(self, loop: asyncio.AbstractEventLoop) -> None:
-        now_s = loop.time()
-        if now_s < self._next_tick_s:
-            return
-        interval_s = self.config.tick_interval_s
-        due = int((now_s - self._next_tick_s) / interval_s) + 1
-        for _ in range(min(due, self.config.ticks_catch_up_max)):
-            self.core.tick()
-            self.stats.ticks += 1
-        self._next_tick_s += due * interval_s
-        assert self._next_tick_s > now_s
-        self._schedule_tick(loop)
+        # asyncio runs a timer up to one clock resolution early: a tick is due within it.
+        now_s = loop.time() + _TICK_TOLERANCE_S
+        if now_s >= self._next_tick_s:
+            interval_s = self.config.tick_interval_s
+            due = int((now_s - self._next_tick_s) / interval_s) + 1
+            for _ in range(min(due, self.config.ticks_catch_up_max)):
+                self.core.tick()
+                self.stats.ticks += 1
+            self._next_tick_s += due * interval_s
+            assert self._next_tick_s > now_s
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+                self._tick_handle = None
+        # Exactly one tick timer is pending whenever the loop waits: without it an idle
+        # node (a partitioned follower) would never time out.
+        if self._tick_handle is None:
+            self._schedule_tick(loop)
 
     def _receive(self, src: int, payload: bytes) -> None:
         if self._stopping:

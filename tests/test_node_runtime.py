@@ -1,0 +1,351 @@
+"""The node runtime over simulated disks and network: recovery, snapshots, errors, group commit.
+
+Everything here runs real Mox parts (RaftCore, Wal, Superblock, LsmStore, StateMachine) on
+`SimDisk`s, in virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from mox.io.sim import SimClock, SimDisk, SimRandom
+from mox.io.simloop import run_virtual
+from mox.node.errors import NodeStopped, NotLeader
+from mox.node.runtime import Node, NodeConfig
+from mox.node.snapshot_file import SNAPSHOT_FILE
+from mox.node.trace import TraceLog
+from mox.sim.network import SimNetwork
+from mox.statemachine.commands import (
+    CreateTenant,
+    GetTalent,
+    NewApiKey,
+    RegisterTalent,
+    UpdateProfile,
+    decode_result,
+    encode_command,
+    encode_query,
+    make_command,
+)
+from mox.storage.lsm import LsmOptions
+
+TENANT = "t1"
+SCOPES = ["tenant:admin", "talents:read", "talents:write"]
+
+
+def create_tenant(seq: int = 1) -> bytes:
+    body = CreateTenant(
+        slug="acme",
+        name="Acme",
+        owner_key=NewApiKey(key_id="k1", secret_sha256="0" * 64, scopes=SCOPES),
+    )
+    return encode_command(make_command(body, tenant_id=TENANT, client_id="c", request_seq=seq))
+
+
+def register(talent: str, seq: int, name: str = "X") -> bytes:
+    body = RegisterTalent(talent_id=talent, display_name=name)
+    return encode_command(make_command(body, tenant_id=TENANT, client_id="c", request_seq=seq))
+
+
+def rename(talent: str, seq: int, name: str, client: str = "c") -> bytes:
+    body = UpdateProfile(talent_id=talent, display_name=name)
+    return encode_command(make_command(body, tenant_id=TENANT, client_id=client, request_seq=seq))
+
+
+def get(talent: str) -> bytes:
+    return encode_query(TENANT, GetTalent(talent_id=talent))
+
+
+def display_name(raw: bytes) -> str | None:
+    result = decode_result(raw)
+    if result.code == "NOT_FOUND":
+        return None
+    assert result.ok, result
+    value: dict[str, Any] = result.decode_value(dict[str, Any])
+    return str(value["displayName"])
+
+
+class Cluster:
+    """Nodes over SimDisks and one SimNetwork; crash, restart, wait for a leader."""
+
+    def __init__(self, size: int, seed: int = 1, **config: Any) -> None:
+        self.root = random.Random(seed)
+        self.ids = tuple(range(1, size + 1))
+        self.network = SimNetwork(SimRandom(random.Random(self.root.getrandbits(64))))
+        self.disks = {n: SimDisk(random.Random(self.root.getrandbits(64))) for n in self.ids}
+        self.rngs = {n: SimRandom(random.Random(self.root.getrandbits(64))) for n in self.ids}
+        self.nodes: dict[int, Node] = {}
+        self.clock = SimClock()
+        self.trace = TraceLog(self.clock)
+        self.config = {
+            "wal_segment_size_bytes": 64 * 1024,
+            "snapshot_threshold_entries": 1000,
+            "lsm_options": LsmOptions(memtable_size_bytes=64 * 1024),
+            **config,
+        }
+
+    async def start(self, node_id: int) -> Node:
+        config = NodeConfig(node_id=node_id, members=self.ids, **self.config)
+        node = await Node.open(
+            config,
+            fs=self.disks[node_id].filesystem(),
+            transport=self.network.endpoint(node_id),
+            clock=self.clock,
+            rng=self.rngs[node_id],
+            trace=self.trace,
+        )
+        node.start()
+        self.nodes[node_id] = node
+        return node
+
+    async def start_all(self) -> None:
+        for node_id in self.ids:
+            await self.start(node_id)
+
+    def crash(self, node_id: int) -> None:
+        self.nodes.pop(node_id).crash()
+        self.disks[node_id].crash()
+
+    async def leader(self, timeout_s: float = 10.0) -> Node:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            leaders = [n for n in self.nodes.values() if n.is_leader]
+            if len(leaders) == 1:
+                return leaders[0]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no single leader: {[n.status() for n in self.nodes.values()]}")
+
+    async def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until every running node has applied the leader's last index."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            statuses = [n.status() for n in self.nodes.values()]
+            last = max(s.last_index for s in statuses)
+            if all(s.applied_index == last and s.commit_index == last for s in statuses):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"not settled: {[n.status() for n in self.nodes.values()]}")
+
+    async def stop(self) -> None:
+        for node in list(self.nodes.values()):
+            await node.stop()
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    run_virtual(body())
+
+
+def test_single_node_recovers_acknowledged_writes_after_crash() -> None:
+    async def body() -> None:
+        cluster = Cluster(1)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        assert decode_result(await leader.submit(create_tenant())).ok
+        for k in range(20):
+            assert decode_result(await leader.submit(register(f"a{k}", 2 + k, f"name{k}"))).ok
+        checksum = leader.lsm.checksum()
+        cluster.crash(1)
+        node = await cluster.start(1)
+        leader = await cluster.leader()
+        assert leader is node
+        await cluster.settle()
+        for k in range(20):
+            assert display_name(await node.read(get(f"a{k}"))) == f"name{k}"
+        assert node.lsm.checksum() == checksum
+        await cluster.stop()
+
+    run(body)
+
+
+def test_recovery_after_snapshots_uses_snapshot_and_log_suffix() -> None:
+    async def body() -> None:
+        cluster = Cluster(1, snapshot_threshold_entries=8, wal_segment_size_bytes=8192)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        assert decode_result(await leader.submit(create_tenant())).ok
+        for k in range(40):
+            assert decode_result(await leader.submit(register(f"a{k}", 2 + k))).ok
+        await asyncio.sleep(0.1)
+        assert leader.stats.snapshots_taken >= 3
+        assert leader.core.log.snapshot.index >= 24
+        assert leader.wal.first_seq > 1, "the WAL prefix covered by the snapshot was dropped"
+        assert cluster.disks[1].filesystem().exists(SNAPSHOT_FILE)
+        checksum = leader.lsm.checksum()
+        applied = leader.applied_index
+        cluster.crash(1)
+        node = await cluster.start(1)
+        assert node.core.log.snapshot.index >= 24
+        await cluster.leader()
+        await cluster.settle()
+        assert node.applied_index >= applied
+        assert node.lsm.checksum() == checksum
+        await cluster.stop()
+
+    run(body)
+
+
+def test_three_nodes_keep_acknowledged_writes_when_the_leader_crashes() -> None:
+    async def body() -> None:
+        cluster = Cluster(3, seed=2)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        assert decode_result(await leader.submit(create_tenant())).ok
+        for k in range(10):
+            assert decode_result(await leader.submit(register(f"a{k}", 2 + k, f"v{k}"))).ok
+        old = leader.node_id
+        cluster.crash(old)
+        new_leader = await cluster.leader()
+        assert new_leader.node_id != old
+        for k in range(10):
+            assert display_name(await new_leader.read(get(f"a{k}"))) == f"v{k}"
+        assert decode_result(await new_leader.submit(rename("a0", 12, "after"))).ok
+        await cluster.start(old)
+        await cluster.settle()
+        checksums = {n.node_id: n.lsm.checksum() for n in cluster.nodes.values()}
+        assert len(set(checksums.values())) == 1, checksums
+        assert display_name(await cluster.nodes[old].read(get("a0"), linearizable=False)) == "after"
+        await cluster.stop()
+
+    run(body)
+
+
+def test_lagging_follower_catches_up_through_a_snapshot() -> None:
+    async def body() -> None:
+        cluster = Cluster(3, seed=3, snapshot_threshold_entries=8)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        assert decode_result(await leader.submit(create_tenant())).ok
+        lagging = next(n for n in cluster.ids if n != leader.node_id)
+        cluster.network.isolate(lagging, cluster.ids)
+        for k in range(40):
+            assert decode_result(await leader.submit(register(f"a{k}", 2 + k))).ok
+        await asyncio.sleep(0.2)
+        assert leader.core.log.snapshot.index > cluster.nodes[lagging].status().last_index
+        cluster.network.heal()
+        await cluster.settle()
+        assert cluster.nodes[lagging].stats.snapshots_installed >= 1
+        checksums = {n.node_id: n.lsm.checksum() for n in cluster.nodes.values()}
+        assert len(set(checksums.values())) == 1, checksums
+        # ...and the installed snapshot survives a crash of the follower.
+        cluster.crash(lagging)
+        node = await cluster.start(lagging)
+        await cluster.settle()
+        assert node.lsm.checksum() == leader.lsm.checksum()
+        await cluster.stop()
+
+    run(body)
+
+
+def test_follower_refuses_writes_and_linearizable_reads_naming_the_leader() -> None:
+    async def body() -> None:
+        cluster = Cluster(3, seed=4)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        assert decode_result(await leader.submit(create_tenant())).ok
+        assert decode_result(await leader.submit(register("a", 2, "first"))).ok
+        await cluster.settle()
+        follower = next(n for n in cluster.nodes.values() if not n.is_leader)
+        with pytest.raises(NotLeader) as refused:
+            await follower.submit(rename("a", 3, "x"))
+        assert refused.value.leader_id == leader.node_id
+        with pytest.raises(NotLeader):
+            await follower.read(get("a"))
+        assert display_name(await follower.read(get("a"), linearizable=False)) == "first"
+        status = follower.status()
+        assert status.role == "follower"
+        assert status.leader_id == leader.node_id
+        await cluster.stop()
+
+    run(body)
+
+
+def test_malformed_payloads_are_counted_and_dropped() -> None:
+    async def body() -> None:
+        cluster = Cluster(3, seed=5)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        rogue = cluster.network.endpoint(99)
+        for payload in (b"", b"\xff\x00garbage", b"\x93\x01\x02"):
+            rogue.send(leader.node_id, payload)
+        await asyncio.sleep(0.1)
+        assert leader.stats.messages_malformed == 3
+        assert decode_result(await leader.submit(create_tenant())).ok
+        await cluster.stop()
+
+    run(body)
+
+
+def test_group_commit_persists_many_entries_per_wal_commit() -> None:
+    async def body() -> None:
+        cluster = Cluster(3, seed=6)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        assert decode_result(await leader.submit(create_tenant())).ok
+        before_entries = leader.stats.entries_persisted
+        before_commits = leader.stats.wal_commits
+        # 200 concurrent clients, one request each.
+        commands = [
+            encode_command(
+                make_command(
+                    RegisterTalent(talent_id=f"g{k}", display_name="x"),
+                    tenant_id=TENANT,
+                    client_id=f"client{k}",
+                    request_seq=1,
+                )
+            )
+            for k in range(200)
+        ]
+        replies = await asyncio.gather(*(leader.submit(c) for c in commands))
+        assert all(decode_result(r).ok for r in replies)
+        entries = leader.stats.entries_persisted - before_entries
+        commits = leader.stats.wal_commits - before_commits
+        assert entries >= 200
+        assert commits < entries / 4, (commits, entries)
+        await cluster.stop()
+
+    run(body)
+
+
+def test_stop_fails_pending_requests_with_node_stopped() -> None:
+    async def body() -> None:
+        cluster = Cluster(3, seed=7)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        assert decode_result(await leader.submit(create_tenant())).ok
+        cluster.network.isolate(leader.node_id, cluster.ids)
+        pending = asyncio.ensure_future(leader.submit(register("z", 2)))
+        await asyncio.sleep(0.05)
+        assert not pending.done()
+        await leader.stop()
+        with pytest.raises(NodeStopped):
+            await pending
+        with pytest.raises(NodeStopped):
+            await leader.submit(register("z", 3))
+        cluster.nodes.pop(leader.node_id)
+        await cluster.stop()
+
+    run(body)
+
+
+def test_restart_is_traced_with_the_durable_term() -> None:
+    async def body() -> None:
+        cluster = Cluster(1, seed=8)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        assert decode_result(await leader.submit(create_tenant())).ok
+        term = leader.core.term
+        cluster.crash(1)
+        before = len(cluster.trace.lines)
+        await cluster.start(1)
+        restart = cluster.trace.lines[before]
+        assert '"action":"Restart"' in restart
+        assert f'"term":{term}' in restart
+        await cluster.stop()
+
+    run(body)
