@@ -349,3 +349,57 @@ def test_restart_is_traced_with_the_durable_term() -> None:
         await cluster.stop()
 
     run(body)
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_single_node_on_real_files_and_a_real_loop(tmp_path: Any, loop_kind: str) -> None:
+    """Real files with fdatasync and the real clock; uvloop fires timers early, which must
+    not stop the tick timer (the node would never elect itself)."""
+    from mox.io.real import RealClock, RealFileSystem, RealRandom
+
+    async def body() -> None:
+        fs = RealFileSystem(str(tmp_path), backend="pwrite")
+        config = NodeConfig(
+            node_id=1,
+            members=(1,),
+            tick_interval_s=0.005,
+            heartbeat_ticks=2,
+            election_timeout_ticks_min=4,
+            election_timeout_ticks_max=8,
+        )
+        network = SimNetwork(RealRandom(1))
+        node = await Node.open(
+            config, fs=fs, transport=network.endpoint(1), clock=RealClock(), rng=RealRandom(2)
+        )
+        node.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5.0
+        while not node.is_leader and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert node.is_leader, node.status()
+        assert decode_result(await node.submit(create_tenant())).ok
+        assert decode_result(await node.submit(register("r", 2, "real"))).ok
+        ticks = node.stats.ticks
+        await asyncio.sleep(0.1)
+        assert node.stats.ticks > ticks
+        await node.stop()
+        reopened = await Node.open(
+            config, fs=fs, transport=network.endpoint(1), clock=RealClock(), rng=RealRandom(3)
+        )
+        reopened.start()
+        deadline = loop.time() + 5.0
+        while not reopened.is_leader and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        # The acknowledged write came back from the WAL on real files.
+        assert display_name(await reopened.read(get("r"))) == "real"
+        await reopened.stop()
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(body())
+    finally:
+        loop.close()

@@ -76,8 +76,9 @@ from mox.storage.wal import Wal
 
 # The WAL record type of a Raft log entry (body: the msgpack Entry).
 RTYPE_ENTRY = 1
-# How early a tick may run (asyncio fires timers within its clock resolution).
-_TICK_TOLERANCE_S = 1e-6
+# How early a timer may fire and still count as the tick it was set for: asyncio fires
+# timers within its clock resolution, uvloop up to a millisecond early.
+_TICK_TOLERANCE_S_MAX = 0.001
 
 __all__ = [
     "Node",
@@ -490,7 +491,7 @@ class Node:
 
     def _do_ticks(self, loop: asyncio.AbstractEventLoop) -> None:
         # asyncio runs a timer up to one clock resolution early: a tick is due within it.
-        now_s = loop.time() + _TICK_TOLERANCE_S
+        now_s = loop.time() + min(_TICK_TOLERANCE_S_MAX, self.config.tick_interval_s / 10)
         if now_s >= self._next_tick_s:
             interval_s = self.config.tick_interval_s
             due = int((now_s - self._next_tick_s) / interval_s) + 1
