@@ -306,6 +306,11 @@ Diagnose ==
           /\ ~InFlight(e)
           /\ PrintT(<<"disabled", t, l, "its message is not in flight to the node">>)
           /\ FALSE
+       \/ /\ e.action \in ReceiveActions \ {"UpdateTerm", "DropStaleMessage"}
+          /\ InFlight(e)
+          /\ e.msg.mterm /= currentTerm[e.node]
+          /\ PrintT(<<"disabled", t, l, "the message's term is not the node's current term">>)
+          /\ FALSE
        \/ /\ SpecStep(e)
           /\ PrintT(<<"diag", t, l, Mismatches(e)>>)
           /\ FALSE
