@@ -94,7 +94,16 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 
 def run(coro: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(coro(), 30))
+    async def guarded() -> None:
+        try:
+            await asyncio.wait_for(coro(), 30)
+        except TimeoutError:
+            # Say where it hung: the stack of every task still pending.
+            for task in asyncio.all_tasks():
+                task.print_stack()
+            raise
+
+    asyncio.run(guarded())
 
 
 def test_frame_roundtrip_and_header_checks() -> None:

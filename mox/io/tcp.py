@@ -345,9 +345,14 @@ class TcpTransport:
         tasks.extend(self._inbound_tasks)
         for writer in list(self._inbound):
             writer.transport.abort()  # no graceful flush: nothing is written to inbound peers
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Cancel until every task is done: Python 3.11's wait_for can swallow a cancellation
+        # that races with the completion of what it waits for (a connect that just
+        # succeeded), and the task would then run on into a new session.
+        pending: set[asyncio.Task[None]] = set(tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
         if self._server is not None:
             await self._server.wait_closed()
         for peer in self._peers.values():
@@ -420,6 +425,8 @@ class TcpTransport:
             self.stats.connect_failures += 1
             return f"connect: {exc}"
         try:
+            if self._closing:
+                return "closing"
             problem = await self._handshake_dialer(peer, reader, writer)
             if problem is not None:
                 self.stats.handshakes_refused += 1
