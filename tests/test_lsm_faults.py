@@ -4,11 +4,12 @@ model's value or raises CorruptionError; never other data. A seed reproduces a r
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
-from mox.errors import CorruptionError
+from mox.errors import CorruptionError, MoxError
 from mox.io.sim import DiskFaults, SimDisk
 from mox.io.simloop import run_virtual
 from mox.storage.lsm import LsmOptions, LsmStore, LsmStoreFailed
@@ -70,11 +71,34 @@ def run_scenario(seed: int, steps: int = 500) -> dict[str, object]:
                     await store.compact_step(rng.choice([128, 1024, 1 << 20]))
                 else:
                     result["crashes"] = int(result["crashes"]) + 1  # type: ignore[call-overload]
+                    # Half the crashes hit a flush or a compaction step in flight.
+                    candidate, candidate_applied = dict(model), applied
+                    finished = True
+                    if rng.random() < 0.5:
+                        work = store.flush() if rng.random() < 0.6 else store.compact_step(1 << 20)
+                        task = asyncio.ensure_future(work)
+                        await asyncio.sleep(rng.uniform(0.0, 0.004))
+                        finished = task.done() and task.exception() is None
+                        if finished and isinstance(task.result(), type(None)):
+                            durable = dict(model)  # a flush completed before the crash
                     disk.crash()
+                    if not finished:
+                        try:
+                            await task
+                        except (OSError, MoxError):
+                            pass
                     store = await LsmStore.open(fs, OPTIONS)
-                    model = dict(durable)
+                    contents = dict(store.iter_all())
+                    if finished:
+                        assert contents == durable
+                    else:
+                        # An interrupted flush may or may not have reached the manifest.
+                        assert contents in (durable, candidate)
+                        if contents == candidate and candidate != durable:
+                            assert store.durable_applied_index == candidate_applied
+                    durable = contents
+                    model = dict(contents)
                     applied = store.durable_applied_index
-                    assert dict(store.iter_all()) == model
             except (CorruptionError, LsmStoreFailed) as exc:
                 # Detected damage: a real node would repair from a replica. Here the run
                 # ends; what matters is that nothing wrong was returned before.
@@ -116,3 +140,11 @@ def test_faults_are_exercised_across_seeds() -> None:
 
 def test_a_seed_reproduces_a_run() -> None:
     assert run_scenario(5, steps=300) == run_scenario(5, steps=300)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("seed", range(1000, 3000))
+def test_soak_faulty_disk_never_yields_wrong_data(seed: int) -> None:
+    result = run_scenario(seed, steps=3000)
+    if result["detected"]:
+        assert result["fault_counts"]["bit_flip_at_rest"] > 0, result  # type: ignore[index]

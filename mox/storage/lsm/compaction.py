@@ -23,14 +23,19 @@ import heapq
 from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 
-from mox.errors import CorruptionError, FormatError
 from mox.io.interfaces import FileSystem
-from mox.storage.lsm.sstable import Table, TableWriter, table_name
+from mox.storage.lsm.sstable import (
+    ENTRY_OVERHEAD_BYTES,
+    BlockCache,
+    Table,
+    TableWriter,
+    table_name,
+    write_verified_table,
+)
 from mox.storage.lsm.versions import Version, retain_versions
 
 __all__ = [
     "CompactionJob",
-    "OutputVerificationError",
     "level_target_size_bytes",
     "merge_sources",
     "pick_job",
@@ -150,16 +155,13 @@ def chain_tables(tables: Sequence[Table]) -> Iterator[tuple[bytes, list[Version]
         yield from table.scan(b"", None, fill_cache=False)
 
 
-class OutputVerificationError(Exception):
-    """A table this job wrote did not read back intact (the inputs are untouched)."""
-
-    def __init__(self, cause: CorruptionError | FormatError) -> None:
-        self.cause = cause
-        super().__init__(str(cause))
-
-
 class CompactionJob:
-    """A started merge: call `step` until it returns True (done), then install `outputs`."""
+    """A started merge: call `step` until it returns True (done), then install `outputs`.
+
+    Merged entries for the next output are buffered (at most about `table_size_bytes`) and
+    written as one table, read back before it counts: a misplaced write is rewritten from
+    the buffer, never lost, and no step does more than one table of extra work.
+    """
 
     def __init__(
         self,
@@ -167,7 +169,7 @@ class CompactionJob:
         fs: FileSystem,
         directory: str,
         allocate_file_number: Callable[[], int],
-        open_table: Callable[[str, int], Table],
+        cache: BlockCache,
         *,
         table_size_bytes: int,
         block_size_bytes: int,
@@ -178,7 +180,7 @@ class CompactionJob:
         self._fs = fs
         self._directory = directory
         self._allocate_file_number = allocate_file_number
-        self._open_table = open_table
+        self._cache = cache
         self._table_size_bytes = table_size_bytes
         self._block_size_bytes = block_size_bytes
         self._bloom_fp_rate = bloom_false_positive_rate
@@ -188,9 +190,9 @@ class CompactionJob:
             sources = [chain_tables(plan.inputs)]
         sources.append(chain_tables(plan.lower))
         self._merged = merge_sources(sources)
-        self._writer: TableWriter | None = None
+        self._pending: list[tuple[bytes, Sequence[Version]]] = []
+        self._pending_bytes = 0
         self.outputs: list[Table] = []
-        self.written_names: list[str] = []
         self.input_bytes = 0
         self.done = False
 
@@ -202,8 +204,8 @@ class CompactionJob:
         while budget_bytes > 0:
             item = next(self._merged, None)
             if item is None:
-                if self._writer is not None:
-                    await self._finish_writer()
+                if self._pending:
+                    await self._write_output()
                 self.done = True
                 return True
             key, versions = item
@@ -216,44 +218,42 @@ class CompactionJob:
             kept = retain_versions(versions, snapshot_seqs, bottom=self.plan.bottom)
             if not kept:
                 continue
-            if self._writer is None:
-                number = self._allocate_file_number()
-                name = table_name(self._directory, number)
-                self.written_names.append(name)
-                self._writer = TableWriter(
-                    self._fs,
-                    name,
-                    number,
-                    block_size_bytes=self._block_size_bytes,
-                    bloom_false_positive_rate=self._bloom_fp_rate,
-                )
-            self._writer.add(key, kept)
-            if self._writer.size_bytes >= self._table_size_bytes:
-                await self._finish_writer()
+            self._pending.append((key, kept))
+            self._pending_bytes += len(key) * len(kept) + ENTRY_OVERHEAD_BYTES * len(kept)
+            for _seq, value in kept:
+                if value is not None:
+                    self._pending_bytes += len(value)
+            if self._pending_bytes >= self._table_size_bytes:
+                await self._write_output()
         return False
 
-    async def _finish_writer(self) -> None:
-        assert self._writer is not None
-        writer, self._writer = self._writer, None
-        props = await writer.finish()
-        # Read each output back as soon as it is written (not all at install, which would
-        # make the last step unbounded): a misplaced write must not replace good inputs.
-        try:
-            table = self._open_table(writer.name, props.file_number)
-        except (CorruptionError, FormatError) as exc:
-            raise OutputVerificationError(exc) from None
+    async def _write_output(self) -> None:
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        assert pending
+
+        async def fill(writer: TableWriter) -> None:
+            for key, versions in pending:
+                writer.add(key, versions)
+
+        table = await write_verified_table(
+            self._fs,
+            self._directory,
+            self._allocate_file_number,
+            fill,
+            self._cache,
+            block_size_bytes=self._block_size_bytes,
+            bloom_false_positive_rate=self._bloom_fp_rate,
+        )
         self.outputs.append(table)
-        try:
-            table.verify_blocks()
-        except CorruptionError as exc:
-            raise OutputVerificationError(exc) from None
+
+    @property
+    def output_names(self) -> list[str]:
+        return [table_name(self._directory, t.file_number) for t in self.outputs]
 
     def abandon(self) -> None:
-        """Stop and close outputs; the caller removes `written_names` (none of them is live)."""
-        if self._writer is not None:
-            self._writer.abandon()
-            self._writer = None
+        """Stop and close outputs; the caller removes `output_names` first (none is live)."""
         for table in self.outputs:
             table.close()
         self.outputs = []
+        self._pending = []
         self.done = True

@@ -19,7 +19,7 @@ import xxhash
 
 from mox.errors import CorruptionError, FormatError
 from mox.io.interfaces import File, FileSystem
-from mox.storage.lsm.sstable import TableProps, near_miss
+from mox.storage.lsm.sstable import READ_ATTEMPTS, WRITE_ATTEMPTS, TableProps, near_miss
 
 __all__ = ["MANIFEST_MAGIC", "MANIFEST_VERSION", "ManifestState", "read_manifest", "write_manifest"]
 
@@ -30,7 +30,6 @@ _PREFIX = struct.Struct("<8sII")  # the header before its checksum
 _CHECKSUM = struct.Struct("<Q")
 # A manifest lists table metadata only; anything near this size is damage, not data.
 _BODY_SIZE_BYTES_MAX = 64 * 1024 * 1024
-_WRITE_ATTEMPTS = 3
 
 
 class ManifestState(msgspec.Struct, array_like=True, frozen=True):
@@ -62,7 +61,7 @@ async def write_manifest(fs: FileSystem, directory: str, state: ManifestState) -
     header = prefix + _CHECKSUM.pack(xxhash.xxh3_64_intdigest(prefix + body))
     image = header + body
     temp_name = f"{directory}/MANIFEST.tmp"
-    for attempt in range(_WRITE_ATTEMPTS):
+    for attempt in range(WRITE_ATTEMPTS):
         file = fs.open(temp_name, create=True)
         try:
             file.truncate(0)
@@ -74,7 +73,7 @@ async def write_manifest(fs: FileSystem, directory: str, state: ManifestState) -
             file.close()
         if intact:
             break
-        if attempt == _WRITE_ATTEMPTS - 1:
+        if attempt == WRITE_ATTEMPTS - 1:
             raise CorruptionError(f"{fs.root}/{temp_name}", 0, "manifest did not read back intact")
     fs.rename(temp_name, manifest_name(directory))
     await fs.sync_dir(directory)
@@ -88,10 +87,12 @@ def read_manifest(fs: FileSystem, directory: str) -> ManifestState:
     """
     file = fs.open(manifest_name(directory))
     try:
-        try:
-            return _read_manifest_once(file)
-        except (CorruptionError, FormatError):
-            return _read_manifest_once(file)
+        for _attempt in range(READ_ATTEMPTS - 1):
+            try:
+                return _read_manifest_once(file)
+            except (CorruptionError, FormatError):
+                pass
+        return _read_manifest_once(file)
     finally:
         file.close()
 

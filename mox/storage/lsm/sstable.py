@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import msgspec
 import xxhash
@@ -46,7 +46,8 @@ FOOTER_SIZE_BYTES = _FOOTER.size + 8  # + checksum
 _CHECKSUM = struct.Struct("<Q")
 CHECKSUM_SIZE_BYTES = _CHECKSUM.size
 # Per-entry msgpack framing (array headers, bin headers, the seq int), for block cutting.
-_ENTRY_OVERHEAD_BYTES = 12
+ENTRY_OVERHEAD_BYTES = 12
+_ENTRY_OVERHEAD_BYTES = ENTRY_OVERHEAD_BYTES
 
 _DecodedBlock = tuple[list[bytes], list[int], list[bytes | None]]
 
@@ -303,10 +304,12 @@ class Table:
     def _open(cls, file: File, file_number: int, cache: BlockCache) -> Table:
         # Retried once with fresh reads: a transient read error is not damage at rest
         # (data blocks retry inside `read_block`).
-        try:
-            return cls._open_once(file, file_number, cache)
-        except (CorruptionError, FormatError):
-            return cls._open_once(file, file_number, cache)
+        for _attempt in range(READ_ATTEMPTS - 1):
+            try:
+                return cls._open_once(file, file_number, cache)
+            except (CorruptionError, FormatError):
+                pass
+        return cls._open_once(file, file_number, cache)
 
     @classmethod
     def _open_once(cls, file: File, file_number: int, cache: BlockCache) -> Table:
@@ -434,6 +437,67 @@ class Table:
         self.file.close()
 
 
+# Reads of a block before a checksum mismatch is reported as damage at rest.
+READ_ATTEMPTS = 3
+# Tries at writing a table that reads back intact. A disk that misplaces writes this often
+# is broken; fewer tries would turn a merely bad disk into a failed flush.
+WRITE_ATTEMPTS = 10
+
+
+async def write_verified_table(
+    fs: FileSystem,
+    directory: str,
+    allocate_file_number: Callable[[], int],
+    fill: Callable[[TableWriter], Awaitable[None]],
+    cache: BlockCache,
+    *,
+    block_size_bytes: int,
+    bloom_false_positive_rate: float,
+) -> Table:
+    """Write one table with `fill`, read all of it back, and try again if it does not verify.
+
+    Reading back catches a write the disk put in the wrong place while the data is still in
+    memory. `fill` must add the same keys on every call. A failed attempt's file is removed;
+    after `WRITE_ATTEMPTS` failures CorruptionError names the last one.
+    """
+    last_error: CorruptionError | FormatError | None = None
+    for _attempt in range(WRITE_ATTEMPTS):
+        number = allocate_file_number()
+        name = table_name(directory, number)
+        writer = TableWriter(
+            fs,
+            name,
+            number,
+            block_size_bytes=block_size_bytes,
+            bloom_false_positive_rate=bloom_false_positive_rate,
+        )
+        try:
+            await fill(writer)
+            await writer.finish()
+        except BaseException:
+            writer.abandon()
+            fs.remove(name)
+            raise
+        try:
+            table = Table.open(fs, name, number, cache)
+            try:
+                table.verify_blocks()
+            except BaseException:
+                table.close()
+                raise
+            return table
+        except (CorruptionError, FormatError) as exc:
+            last_error = exc
+            cache.evict_table(number)
+            fs.remove(name)
+    assert last_error is not None
+    raise CorruptionError(
+        last_error.path,
+        getattr(last_error, "offset", 0),
+        f"table did not read back intact in {WRITE_ATTEMPTS} attempts; last: {last_error.problem}",
+    )
+
+
 def near_miss(magic: bytes, expected: bytes) -> bool:
     """A magic a bit or two away from ours is our file damaged, not someone else's file."""
     assert len(magic) == len(expected)
@@ -445,9 +509,9 @@ def read_block(file: File, file_number: int, offset: int, length: int) -> bytes:
     """The verified payload of the block at (offset, length); CorruptionError otherwise."""
     assert length >= CHECKSUM_SIZE_BYTES
     seed = block_seed(file_number, offset)
-    # A second read tells a transient error (bus, cable: the bytes at rest are fine) from
+    # Reading again tells a transient error (bus, cable: the bytes at rest are fine) from
     # damage at rest; only the latter is reported.
-    for _attempt in range(2):
+    for _attempt in range(READ_ATTEMPTS):
         data = file.pread(offset, length)
         if len(data) != length:
             raise CorruptionError(file.path, offset, f"short read: {len(data)} of {length} bytes")
@@ -458,4 +522,13 @@ def read_block(file: File, file_number: int, offset: int, length: int) -> bytes:
     raise CorruptionError(file.path, offset, "block checksum mismatch")
 
 
-__all__ += ["TABLE_MAGIC", "TABLE_VERSION", "near_miss", "read_block", "table_name"]
+__all__ += [
+    "READ_ATTEMPTS",
+    "TABLE_MAGIC",
+    "TABLE_VERSION",
+    "WRITE_ATTEMPTS",
+    "near_miss",
+    "read_block",
+    "table_name",
+    "write_verified_table",
+]

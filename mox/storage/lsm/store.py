@@ -24,7 +24,7 @@ import heapq
 import itertools
 import struct
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 from types import TracebackType
 from typing import Any
@@ -32,17 +32,24 @@ from typing import Any
 import attrs
 import xxhash
 
-from mox.errors import ConfigError, CorruptionError, DataDirError, FormatError, MoxError
+from mox.errors import ConfigError, CorruptionError, DataDirError, MoxError
 from mox.io.interfaces import FileSystem
 from mox.storage.lsm.compaction import (
     CompactionJob,
     JobPlan,
-    OutputVerificationError,
     pick_job,
 )
 from mox.storage.lsm.manifest import ManifestState, manifest_name, read_manifest, write_manifest
 from mox.storage.lsm.memtable import Memtable
-from mox.storage.lsm.sstable import BlockCache, Table, TableProps, TableWriter, table_name
+from mox.storage.lsm.sstable import (
+    ENTRY_OVERHEAD_BYTES,
+    BlockCache,
+    Table,
+    TableProps,
+    TableWriter,
+    table_name,
+    write_verified_table,
+)
 from mox.storage.lsm.versions import Version, retain_versions, visible_version
 
 __all__ = ["LsmOptions", "LsmStore", "LsmStoreFailed", "Snapshot"]
@@ -51,8 +58,6 @@ _MiB = 1024 * 1024
 # A flush yields to the event loop every this many keys so foreground work keeps moving.
 _FLUSH_YIELD_KEYS = 2048
 _LEN = struct.Struct("<I")
-# Tries at writing a table that reads back intact before a flush gives up.
-_WRITE_ATTEMPTS = 3
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
@@ -193,7 +198,6 @@ class LsmStore:
         self._replacing = False
         self._closed = False
         self._failure: str | None = None
-        self._compaction_write_failures = 0
         self._view: _View | None = None
 
     # ----------------------------------------------------------------- open / close
@@ -283,9 +287,7 @@ class LsmStore:
             return
         async with self._compaction_lock:
             if self._job is not None:
-                self._job.abandon()
-                self._remove_files(self._job.written_names)
-                self._job = None
+                self._abandon_job(self._job)
         self._closed = True
         # Snapshots die with the store, so replaced tables can go now rather than at reopen.
         for table in self._obsolete:
@@ -439,7 +441,9 @@ class LsmStore:
         """Live (key, value) pairs whose key starts with `prefix`, ascending by key.
 
         `start_after`: resume after this key (cursor pagination). `limit`: at most this many.
-        Without `snapshot` the scan reads one consistent view taken when it starts.
+        Without `snapshot` the scan pins one consistent view at its first `next()` and
+        releases it when exhausted or closed (an unstarted scan pins nothing). With a
+        `snapshot`, release it only after the scan is done.
         """
         if not isinstance(prefix, bytes):
             raise ValueError(f"prefix must be bytes, got {type(prefix).__name__}")
@@ -544,7 +548,15 @@ class LsmStore:
                     if count % _FLUSH_YIELD_KEYS == 0:
                         await asyncio.sleep(0)
 
-            table = await self._write_verified_table(fill)
+            table = await write_verified_table(
+                self._fs,
+                self._dir,
+                self._allocate_file_number,
+                fill,
+                self._cache,
+                block_size_bytes=self._options.block_size_bytes,
+                bloom_false_positive_rate=self._options.bloom_false_positive_rate,
+            )
         async with self._manifest_lock:
             levels = [list(level) for level in self._levels]
             if table is not None:
@@ -562,37 +574,6 @@ class LsmStore:
             self._durable_applied_index = memtable.frozen_applied_index
             self._durable_last_seq = memtable.frozen_last_seq
             self._view = None
-
-    async def _write_verified_table(self, fill: Callable[[TableWriter], Awaitable[None]]) -> Table:
-        """Write one table with `fill`, read it all back, and retry if it does not verify.
-
-        Reading back catches a write the disk put in the wrong place before the data it
-        holds is dropped from memory.
-        """
-        last_error: CorruptionError | FormatError | None = None
-        for _attempt in range(_WRITE_ATTEMPTS):
-            number = self._allocate_file_number()
-            writer = self._new_writer(number)
-            try:
-                await fill(writer)
-                await writer.finish()
-            except BaseException:
-                writer.abandon()
-                self._remove_files([writer.name])
-                raise
-            try:
-                table = Table.open(self._fs, writer.name, number, self._cache)
-                try:
-                    table.verify_blocks()
-                except BaseException:
-                    table.close()
-                    raise
-                return table
-            except (CorruptionError, FormatError) as exc:
-                last_error = exc
-                self._remove_files([writer.name])
-        assert last_error is not None
-        raise last_error
 
     # ----------------------------------------------------------------- compaction
 
@@ -624,7 +605,7 @@ class LsmStore:
                     self._fs,
                     self._dir,
                     self._allocate_file_number,
-                    lambda name, number: Table.open(self._fs, name, number, self._cache),
+                    self._cache,
                     table_size_bytes=self._options.table_size_bytes,
                     block_size_bytes=self._options.block_size_bytes,
                     bloom_false_positive_rate=self._options.bloom_false_positive_rate,
@@ -632,34 +613,19 @@ class LsmStore:
             job = self._job
             try:
                 done = await job.step(max_bytes, self._snapshot_seqs())
-            except OutputVerificationError as exc:
-                self._abandon_job(job)
-                # The inputs are intact: the next step starts the job again, unless the
-                # disk keeps mangling what is written.
-                self._compaction_write_failures += 1
-                if self._compaction_write_failures >= _WRITE_ATTEMPTS:
-                    self._compaction_write_failures = 0
-                    cause = exc.cause
-                    raise CorruptionError(
-                        cause.path,
-                        getattr(cause, "offset", 0),
-                        f"compaction output failed verification {_WRITE_ATTEMPTS} times: "
-                        f"{cause.problem}",
-                    ) from None
-                return True
             except BaseException:
                 self._abandon_job(job)
                 raise
             if done:
                 self._job = None
-                self._compaction_write_failures = 0
                 await self._install_job(job)
             return True
 
     def _abandon_job(self, job: CompactionJob) -> None:
+        names = job.output_names
         job.abandon()
         self._job = None
-        self._remove_files(job.written_names)
+        self._remove_files(names)
 
     async def _install_trivial_move(self, plan: JobPlan) -> None:
         (table,) = plan.inputs
@@ -697,7 +663,7 @@ class LsmStore:
                 table.close()
             # Once a manifest naming the outputs may be durable, they are not ours to delete.
             if not manifest_attempted:
-                self._remove_files(job.written_names)
+                self._remove_files(job.output_names)
             raise
         if plan.input_level >= 1:
             self._compact_pointers[plan.input_level] = max(t.props.max_key for t in plan.inputs)
@@ -727,13 +693,11 @@ class LsmStore:
 
     async def _replace_all(self, items: Iterable[tuple[bytes, bytes]], applied_index: int) -> None:
         if self._job is not None:
-            self._job.abandon()
-            self._remove_files(self._job.written_names)
-            self._job = None
+            self._abandon_job(self._job)
         seq = self._last_seq + 1
-        written: list[str] = []
-        outputs: list[TableProps] = []
-        writer: TableWriter | None = None
+        tables: list[Table] = []
+        pending: list[tuple[bytes, Sequence[Version]]] = []
+        pending_bytes = 0
         previous: bytes | None = None
         try:
             for position, item in enumerate(items):
@@ -748,30 +712,24 @@ class LsmStore:
                 if previous is not None and key <= previous:
                     raise ValueError(f"items[{position}]: key {key!r} is not above {previous!r}")
                 previous = key
-                if writer is None:
-                    writer = self._new_writer(self._allocate_file_number())
-                    written.append(writer.name)
-                writer.add(key, ((seq, value),))
-                if writer.size_bytes >= self._options.table_size_bytes:
-                    outputs.append(await writer.finish())
-                    writer = None
+                # Buffered per table so that a table that does not read back is rewritten.
+                pending.append((key, ((seq, value),)))
+                pending_bytes += len(key) + len(value) + ENTRY_OVERHEAD_BYTES
+                if pending_bytes >= self._options.table_size_bytes:
+                    tables.append(await self._write_table(pending))
+                    pending, pending_bytes = [], 0
                 if position % _FLUSH_YIELD_KEYS == _FLUSH_YIELD_KEYS - 1:
                     await asyncio.sleep(0)
-            if writer is not None:
-                outputs.append(await writer.finish())
-                writer = None
+            if pending:
+                tables.append(await self._write_table(pending))
         except BaseException:
-            if writer is not None:
-                writer.abandon()
-            self._remove_files(written)
+            for table in tables:
+                table.close()
+            self._remove_files([table_name(self._dir, t.file_number) for t in tables])
             raise
-        tables: list[Table] = []
+        written = [table_name(self._dir, t.file_number) for t in tables]
         manifest_attempted = False
         try:
-            for props in outputs:
-                name = table_name(self._dir, props.file_number)
-                tables.append(Table.open(self._fs, name, props.file_number, self._cache))
-                tables[-1].verify_blocks()
             async with self._manifest_lock:
                 levels: list[list[Table]] = [[] for _ in self._levels]
                 levels[-1] = tables
@@ -795,6 +753,21 @@ class LsmStore:
         self._compact_pointers = [b""] * len(self._levels)
         self._obsolete.extend(old)
         self._delete_obsolete()
+
+    async def _write_table(self, entries: list[tuple[bytes, Sequence[Version]]]) -> Table:
+        async def fill(writer: TableWriter) -> None:
+            for key, versions in entries:
+                writer.add(key, versions)
+
+        return await write_verified_table(
+            self._fs,
+            self._dir,
+            self._allocate_file_number,
+            fill,
+            self._cache,
+            block_size_bytes=self._options.block_size_bytes,
+            bloom_false_positive_rate=self._options.bloom_false_positive_rate,
+        )
 
     # ----------------------------------------------------------------- helpers
 
