@@ -108,6 +108,12 @@ _DEFAULT_DURATION_S = 3.0
     help="Write every seed's NDJSON trace here (violations' traces always go somewhere).",
 )
 @click.option(
+    "--check",
+    "check_traces",
+    is_flag=True,
+    help="Also validate every seed's trace against specs/raft/Raft.tla with TLC (mox check).",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -121,6 +127,7 @@ def command(
     steps: int | None,
     duration: float,
     trace_dir: Path | None,
+    check_traces: bool,
     json_path: Path | None,
 ) -> None:
     """Run whole Mox clusters in simulated time, disk and network, with faults and checks."""
@@ -144,6 +151,9 @@ def command(
         console=console,
         disable=not sys.stdout.isatty(),
     )
+    if check_traces and trace_dir is None:
+        # TLC reads the traces from files: keep them for the check (and the user).
+        trace_dir = Path(tempfile.mkdtemp(prefix="mox-sim-traces-"))
     if trace_dir is not None:
         trace_dir.mkdir(parents=True, exist_ok=True)
     with progress:
@@ -174,7 +184,12 @@ def command(
                     f"[red]seed {current}: {result.violation.describe() if result.violation else ''}"
                 )
             progress.update(task, advance=1, violations=len(failures))
+    rejected: list[str] = []
+    if check_traces:
+        rejected = _check_conformance(console, results, failures, trace_dir)
     _print_summary(console, results, faults_text)
+    for line in rejected:
+        click.echo(f"TRACE REJECTED {line}")
     for result, trace_path in failures:
         assert result.violation is not None
         click.echo(
@@ -185,8 +200,32 @@ def command(
         )
     if json_path is not None:
         json_path.write_text(json.dumps(_json_report(results), indent=2, sort_keys=True) + "\n")
-    if failures:
+    if failures or rejected:
         sys.exit(1)
+
+
+def _check_conformance(
+    console: Any,
+    results: list[SimResult],
+    failures: list[tuple[SimResult, Path]],
+    trace_dir: Path | None,
+) -> list[str]:
+    """TLC over the traces of the seeds that passed (a failed run's trace ends mid-way)."""
+    from checker.conformance import CheckStats, check_traces
+
+    assert trace_dir is not None
+    failed = {result.seed for result, _ in failures}
+    paths = [trace_dir / f"seed-{r.seed}.ndjson" for r in results if r.seed not in failed]
+    if not paths:
+        return []
+    stats = CheckStats()
+    console.print(f"checking {len(paths)} traces with TLC ...")
+    verdicts = check_traces([str(p) for p in paths], stats=stats)
+    console.print(
+        f"trace conformance: {sum(v.accepted for v in verdicts)} of {len(verdicts)} accepted "
+        f"({stats.events} events, {stats.tlc_runs} TLC runs, {stats.tlc_seconds:.1f} s)"
+    )
+    return [v.describe() for v in verdicts if not v.accepted]
 
 
 def _totals(results: list[SimResult]) -> dict[str, Any]:
