@@ -338,7 +338,7 @@ class MoxCluster:
     def client_urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}" for port in self.client_ports]
 
-    def start(self, loop_name: str = "asyncio") -> None:
+    def start(self, loop_name: str = "auto") -> None:
         env = {**os.environ, "MOX_ADMIN_TOKEN": self.admin_token}
         for path in self.config_paths:
             log = path.with_suffix(".log").open("wb")
@@ -638,7 +638,7 @@ def _install_uvloop() -> str:
 @click.option(
     "--node-loop",
     type=click.Choice(["auto", "uvloop", "asyncio"]),
-    default="asyncio",  # mox.node.cli.DEFAULT_LOOP (not imported: keep --help fast)
+    default="auto",  # mox.node.cli.DEFAULT_LOOP (not imported: keep --help fast)
     show_default=True,
     help="Event loop of the Mox nodes (mox start --loop).",
 )

@@ -61,13 +61,8 @@ PARENT_PID_ENV = "MOX_DEV_SUPERVISOR_PID"
 PARENT_POLL_S = 0.5
 CLUSTER_PORT_OFFSET = 100
 LOOPS = ("auto", "uvloop", "asyncio")
-# The default event loop is plain asyncio for now, not "auto" (uvloop when installed):
-# uvloop's clock has millisecond resolution and fires a timer at a `loop.time()` a float
-# rounding below the deadline the runtime asked for; the runtime's tick handler then returns
-# without rescheduling its timer and the node never ticks again (no election). Measured on
-# this machine once its monotonic clock passed ~2048 s. Switch back to "auto" once
-# mox/node/runtime.py `_do_ticks` reschedules on an early wake-up.
-DEFAULT_LOOP = "asyncio"
+# uvloop when installed: the transport round trip measured here is 2x faster (143 µs vs 293).
+DEFAULT_LOOP = "auto"
 
 
 # -- configuration -----------------------------------------------------------------------
