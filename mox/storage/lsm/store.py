@@ -361,7 +361,7 @@ class LsmStore:
             )
         for position, op in enumerate(ops):
             if (
-                not isinstance(op, tuple)
+                not isinstance(op, (tuple, list))
                 or len(op) != 2
                 or not isinstance(op[0], bytes)
                 or not (op[1] is None or isinstance(op[1], bytes))
