@@ -34,6 +34,7 @@ __all__ = [
     "TlcModelResult",
     "TraceResult",
     "counterexample_from_events",
+    "counterexample_from_states",
     "extract_invariants",
     "render_html",
     "render_space_time_svg",
@@ -314,6 +315,107 @@ def counterexample_from_events(
     )
 
 
+def _node_number(key: Any, order: Mapping[str, int]) -> int:
+    return order.get(str(key), 0)
+
+
+def counterexample_from_states(
+    title: str,
+    reason: str,
+    states: Sequence[tuple[str, Mapping[str, Any]]],
+) -> Counterexample:
+    """Builds a counterexample from a TLC error trace of Raft.tla (or a model over it).
+
+    `states` are (action name, parsed variables) in order. A step's node is the server whose
+    per-server variables changed (else the sender of a new message, else the receiver of a
+    consumed one); messages are read off the `messages` bag: a message appears when sent
+    and disappears when received or lost.
+    """
+    per_server = ("currentTerm", "state", "votedFor", "log", "commitIndex", "snapshotIndex")
+    servers: list[str] = []
+    if states and isinstance(states[0][1].get("currentTerm"), Mapping):
+        servers = sorted(str(k) for k in states[0][1]["currentTerm"])
+    order = {name: k + 1 for k, name in enumerate(servers)}
+    steps: list[Step] = []
+    messages: list[Message] = []
+    in_flight: dict[str, tuple[int, int, str, int]] = {}  # key -> (src, dst, type, sent step)
+    previous: Mapping[str, Any] | None = None
+    for index, (action, variables) in enumerate(states):
+        bag = variables.get("messages")
+        current: dict[str, tuple[int, int, str]] = {}
+        if isinstance(bag, Mapping):
+            for msg in bag:
+                if isinstance(msg, Mapping):
+                    current[repr(sorted((str(k), repr(v)) for k, v in msg.items()))] = (
+                        _node_number(msg.get("msource"), order),
+                        _node_number(msg.get("mdest"), order),
+                        str(msg.get("mtype", "?")),
+                    )
+        actor: int | None = None
+        if previous is not None:
+            for server in servers:
+                changed = any(
+                    isinstance(variables.get(v), Mapping)
+                    and isinstance(previous.get(v), Mapping)
+                    and _lookup(variables[v], server) != _lookup(previous[v], server)
+                    for v in per_server
+                )
+                if changed:
+                    actor = order[server]
+                    break
+        sent = [key for key in current if key not in in_flight]
+        gone = [key for key in in_flight if key not in current]
+        for key in sent:
+            src, dst, mtype = current[key]
+            in_flight[key] = (src, dst, mtype, index)
+            if actor is None:
+                actor = src
+        for key in gone:
+            src, dst, mtype, sent_at = in_flight.pop(key)
+            messages.append(Message(src, dst, mtype, sent_at, index))
+            if actor is None:
+                actor = dst
+        summary = ""
+        if previous is not None:
+            changes = [
+                f"{name}={_short(value)}"
+                for name, value in variables.items()
+                if name != "messages" and previous.get(name) != value
+            ]
+            summary = "; ".join(changes)
+        steps.append(
+            Step(
+                node=actor,
+                action=action,
+                message=", ".join(f"sent {current[k][2]} {current[k][0]}→{current[k][1]}" for k in sent),
+                state=summary,
+                highlight=index == len(states) - 1,
+            )
+        )
+        previous = variables
+    for src, dst, mtype, sent_at in in_flight.values():
+        messages.append(Message(src, dst, mtype, sent_at, None))
+    return Counterexample(
+        title=title,
+        reason=reason,
+        nodes=tuple(range(1, len(servers) + 1)),
+        steps=tuple(steps),
+        messages=tuple(messages),
+    )
+
+
+def _lookup(function: Mapping[Any, Any], server: str) -> Any:
+    for key, value in function.items():
+        if str(key) == server:
+            return value
+    return None
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 # -- JSON -----------------------------------------------------------------------------------
 
 
@@ -412,7 +514,7 @@ def _section_tlc(data: ReportData) -> str:
         return "<p>TLC was not run for this report (pass <code>--tlc</code>).</p>"
     rows = []
     for r in data.tlc:
-        cls = "ok" if r.result == "ok" else "bad"
+        cls = {"ok": "ok", "failed": "bad", "violation": "bad", "error": "bad"}.get(r.result, "")
         rows.append(
             [
                 _e(r.spec),
@@ -579,7 +681,9 @@ def render_space_time_svg(cx: Counterexample) -> str:
     for m in cx.messages:
         if m.src not in lanes or m.dst not in lanes:
             continue
-        x1, y1, x2, y2 = x(m.src), y(m.sent_at), x(m.dst), y(m.received_at)
+        # A message still in flight at the end runs to the bottom of the picture.
+        y_end = y(m.received_at) if m.received_at is not None else height - 12
+        x1, y1, x2, y2 = x(m.src), y(m.sent_at), x(m.dst), y_end
         if m.dropped:
             out.append(
                 f'<line x1="{x1}" y1="{y1}" x2="{(x1 + x2) // 2}" y2="{(y1 + y2) // 2}" '
