@@ -40,16 +40,28 @@ class RunningNode:
         url: str,
         logs: io.StringIO,
         registry: CollectorRegistry,
+        transport: TcpTransport,
     ) -> None:
         self.node = node
         self.runner = runner
         self.url = url
         self.logs = logs
         self.registry = registry
+        self.transport = transport
 
     async def stop(self) -> None:
         await self.runner.cleanup()
         await self.node.stop()
+
+    async def power_cut(self) -> None:
+        """Die as a process would: nothing more written, every socket gone.
+
+        Node.crash() stops the node at once but leaves a TcpTransport running (it has no
+        close_now), so its sockets are closed here as the kernel would close them.
+        """
+        self.node.crash()
+        await self.runner.cleanup()
+        await self.transport.close()
 
 
 class Cluster:
@@ -97,7 +109,15 @@ class Cluster:
         )
         await transport.start()
         node = await Node.open(
-            NodeConfig(node_id=node_id, members=tuple(self.client_ports), cluster_id="apitest"),
+            NodeConfig(
+                node_id=node_id,
+                members=tuple(self.client_ports),
+                cluster_id="apitest",
+                # Longer than the defaults in multi-node clusters: on a loaded CI machine a
+                # stalled loop must not look like a dead leader in the middle of a test.
+                election_timeout_ticks_min=15 if self.size == 1 else 40,
+                election_timeout_ticks_max=30 if self.size == 1 else 80,
+            ),
             fs=RealFileSystem(str(self.root / f"node{node_id}"), backend="pwrite"),
             transport=transport,
             clock=RealClock(),
@@ -110,7 +130,12 @@ class Cluster:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.client_ports[node_id]).start()
         running = RunningNode(
-            node, runner, f"http://127.0.0.1:{self.client_ports[node_id]}", logs, registry
+            node,
+            runner,
+            f"http://127.0.0.1:{self.client_ports[node_id]}",
+            logs,
+            registry,
+            transport,
         )
         self.nodes[node_id] = running
         return running

@@ -184,8 +184,7 @@ def test_concurrent_writes_through_a_leader_crash_apply_exactly_once(tmp_path: P
                 while done < writes // 3:
                     await asyncio.sleep(0.005)
                 leader = cluster.leader()
-                leader.node.crash()  # a power cut: nothing more is written
-                await leader.runner.cleanup()
+                await leader.power_cut()
                 for node_id, running in list(cluster.nodes.items()):
                     if running is leader:
                         del cluster.nodes[node_id]
