@@ -171,3 +171,86 @@ def test_chromium_renders_every_section(tmp_path: Path) -> None:
     assert 'class="hl"' in dom
     assert dom.count("<tr>") + dom.count('<tr class="hl">') >= len(EVENTS) + 6
     assert "MCRaftElection" in dom
+
+
+def _chromium_dom(html_path: Path, profile: Path) -> str:
+    chromium = _chromium()
+    assert chromium is not None
+    result = subprocess.run(
+        [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--dump-dom", html_path.as_uri(),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_tlc_counterexample_becomes_steps_and_arrows() -> None:
+    """A real TLC error trace (the manifest's broken-quorum model) read into a counterexample."""
+    from checker.conformance import specs_dir
+    from checker.report import counterexample_from_states
+    from checker.tlc import load_manifest, parse_value, run_model
+
+    [entry] = [e for e in load_manifest(specs_dir() / "manifest.json") if e.name == "MCRaftBugQuorum"]
+    result = run_model(entry)
+    assert result.violated == "ElectionSafety"
+    states = [(s.action, {k: parse_value(v) for k, v in s.variables.items()}) for s in result.counterexample]
+    cx = counterexample_from_states("TLC", "ElectionSafety", states)
+    assert cx.nodes == (1, 2, 3)
+    assert len(cx.steps) == len(result.counterexample)
+    assert cx.steps[0].action == "Initial predicate"
+    assert cx.steps[-1].highlight
+    # Every step after the first is done by some server (a term, role or vote changed).
+    assert all(step.node in (1, 2, 3) for step in cx.steps[1:])
+    assert "currentTerm=" in cx.steps[1].state
+    svg = render_space_time_svg(cx)
+    assert svg.count(">node ") == 3
+
+
+def _mox(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mox.cli", *args], capture_output=True, text=True, check=False, timeout=600)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian package chromium is not installed")
+def test_report_command_end_to_end(tmp_path: Path) -> None:
+    corpus = Path(__file__).resolve().parent.parent / "traces" / "raft"
+    rejected = corpus / "rejected" / "mutant-no_step_down_on_higher_term.ndjson"
+    accepted = corpus / "accepted" / "scenario-election.ndjson"
+    out = tmp_path / "report"
+    result = _mox(
+        "report", "--sim-seeds", "1..2", "--faults", "loss,duplicate", "--duration-s", "0.2",
+        "--traces", str(rejected), "--traces", str(accepted), "--out", str(out),
+    )
+    # A rejected trace is a failure: exit 1, report written anyway.
+    assert result.returncode == 1, result.stderr
+    assert "1 failure(s)" in result.stdout
+    facts = json.loads((out / "report.json").read_text())
+    assert facts["conformance"]["traces_checked"] == 4  # 2 given + 2 simulated
+    assert facts["conformance"]["rejected"] == 1
+    assert facts["simulation"]["seeds"] == 2
+    assert facts["simulation"]["invariant_checks"] > 0
+    assert any(i["name"] == "ElectionSafety" and "leader" in i["meaning"] for i in facts["invariants"])
+    assert any(row["model"] == "MCRaftElection" for row in facts["tlc"])
+    [failure] = facts["failures"]
+    assert "UpdateTerm" in failure["title"]
+    assert failure["steps"][-1]["action"] == "UpdateTerm" and failure["steps"][-1]["highlight"]
+    dom = _chromium_dom(out / "report.html", tmp_path / "profile")
+    for sid in SECTION_IDS:
+        assert f'<section id="{sid}">' in dom
+    assert "mutant-no_step_down_on_higher_term.ndjson" in dom
+    assert "<svg" in dom
+
+
+def test_report_command_bad_flags(tmp_path: Path) -> None:
+    result = _mox("report", "--sim-seeds", "5..1", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert "--sim-seeds" in result.stderr and "empty" in result.stderr
+    result = _mox("report", "--traces", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert "no such file" in result.stderr
+    assert "Traceback" not in result.stderr
