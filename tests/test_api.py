@@ -771,6 +771,44 @@ def test_followers_forward_writes_and_linearizable_reads(tmp_path: Path) -> None
             await asyncio.sleep(0.02)
         else:
             raise AssertionError("the follower never applied the write")
+        # Right after a revocation (acknowledged by the leader), no follower lets the key
+        # write or read linearizably: those requests are checked again on the leader.
+        temp, _ = await call(
+            s,
+            "POST",
+            f"{leader.url}/api/keys",
+            expect=201,
+            headers=bearer(key),
+            json={"name": "t", "scopes": ["talents:read", "talents:write"]},
+        )
+        await call(
+            s,
+            "GET",
+            f"{follower.url}/api/talents/{talent['id']}",
+            expect=200,
+            headers=bearer(temp["key"]),
+        )
+        await call(
+            s, "DELETE", f"{leader.url}/api/keys/{temp['id']}", expect=200, headers=bearer(key)
+        )
+        for running in cluster.nodes.values():
+            await problem(
+                s,
+                "GET",
+                f"{running.url}/api/talents/{talent['id']}",
+                403,
+                "FORBIDDEN",
+                headers=bearer(temp["key"]),
+            )
+            await problem(
+                s,
+                "POST",
+                f"{running.url}/api/talents",
+                403,
+                "FORBIDDEN",
+                headers=bearer(temp["key"]),
+                json={"displayName": "x"},
+            )
         # A request that was already forwarded once is not forwarded again.
         await problem(
             s,
