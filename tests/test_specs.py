@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "specs" / "manifest.json"
 ENTRIES = load_manifest(MANIFEST)
 CI = [e for e in ENTRIES if e.ci]
+OPT_IN = [e for e in ENTRIES if not e.ci]
 
 
 def test_manifest_lists_every_model_config() -> None:
@@ -80,3 +81,11 @@ def test_ci_model(entry: ManifestEntry) -> None:
         assert len(leaders) == 2 and term[leaders[0]] == term[leaders[1]]
     else:
         pytest.fail(f"no check of the counterexample for {entry.expected_violated}")
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("entry", OPT_IN, ids=[e.name for e in OPT_IN])
+def test_opt_in_model(entry: ManifestEntry) -> None:
+    """The larger models: minutes each; run with --soak."""
+    result = run_model(entry, timeout_s=3600)
+    assert compare_with_manifest(entry, result) == [], result.output_path
