@@ -54,22 +54,42 @@ MessageTypes == {"RequestVote", "RequestVoteResponse",
                  "AppendEntries", "AppendEntriesResponse",
                  "InstallSnapshot", "InstallSnapshotResponse"}
 
+\* The shape of a log entry: a client value, a no-op, or a configuration
+\* (a non-empty set of members).
+Entry == [term : Nat, kind : {"normal"}, value : Value]
+    \cup [term : Nat, kind : {"noop"}, value : {Nil}]
+    \cup [term : Nat, kind : {"config"}, value : (SUBSET Server) \ {{}}]
+
 ----
-\* Global variables.
+\* Global variables, each followed by its type invariant.
 
 \* The network: a bag of messages, i.e. a function from message records to
 \* the number of copies in flight (always >= 1: a message whose last copy is
 \* delivered or dropped leaves the domain).
 VARIABLE messages
+MessagesTypeOK ==
+    \A m \in DOMAIN messages :
+        /\ messages[m] \in Nat \ {0}
+        /\ m.mtype \in MessageTypes
+        /\ m.mterm \in Nat
+        /\ m.msource \in Server
+        /\ m.mdest \in Server
+        /\ m.msource /= m.mdest
 
 \* A history variable (ghost): the committed prefix of the log as first
 \* committed by some leader.  committed[k] is a record with the entry, the
 \* term in which it was committed, and the configuration whose quorum held
 \* it at that moment.  Implementations do not have it; invariants use it.
 VARIABLE committed
+CommittedTypeOK ==
+    \A k \in DOMAIN committed :
+        /\ committed[k].entry \in Entry
+        /\ committed[k].commitTerm \in Nat
+        /\ committed[k].quorumConfig \subseteq Server
 
 ----
-\* The following variables are all per server (functions with domain Server).
+\* The following variables are all per server (functions with domain Server),
+\* each group followed by its type invariant.
 
 \* The server's term number.
 VARIABLE currentTerm
@@ -78,6 +98,10 @@ VARIABLE state
 \* The candidate the server voted for in its current term, or Nil.
 VARIABLE votedFor
 serverVars == <<currentTerm, state, votedFor>>
+ServerVarsTypeOK ==
+    /\ currentTerm \in [Server -> Nat]
+    /\ state \in [Server -> Roles]
+    /\ votedFor \in [Server -> Server \cup {Nil}]
 
 \* The entries after the snapshot: log[i][p] is the entry at index
 \* snapshotIndex[i] + p.  Each entry is [term, kind, value].
@@ -85,6 +109,9 @@ VARIABLE log
 \* The index of the latest entry the server knows to be committed.
 VARIABLE commitIndex
 logVars == <<log, commitIndex>>
+LogVarsTypeOK ==
+    /\ \A i \in Server : \A p \in DOMAIN log[i] : log[i][p] \in Entry
+    /\ commitIndex \in [Server -> Nat]
 
 \* The index and term of the last entry covered by the server's snapshot
 \* (0 and 0: no snapshot).  Entries up to snapshotIndex are not in log.
@@ -95,6 +122,10 @@ VARIABLE snapshotTerm
 \* its log, else this one.
 VARIABLE snapshotConfig
 snapshotVars == <<snapshotIndex, snapshotTerm, snapshotConfig>>
+SnapshotVarsTypeOK ==
+    /\ snapshotIndex \in [Server -> Nat]
+    /\ snapshotTerm \in [Server -> Nat]
+    /\ \A i \in Server : snapshotConfig[i] \in (SUBSET Server) \ {{}}
 
 \* The following variables are used only on candidates:
 \* The set of servers from which the candidate has received a
@@ -104,6 +135,9 @@ VARIABLE votesResponded
 \* current term.
 VARIABLE votesGranted
 candidateVars == <<votesResponded, votesGranted>>
+CandidateVarsTypeOK ==
+    /\ votesResponded \in [Server -> SUBSET Server]
+    /\ votesGranted \in [Server -> SUBSET Server]
 
 \* The following variables are used only on leaders:
 \* The next entry to send to each follower.
@@ -112,55 +146,15 @@ VARIABLE nextIndex
 \* leader's.  Used to calculate commitIndex on the leader.
 VARIABLE matchIndex
 leaderVars == <<nextIndex, matchIndex>>
+LeaderVarsTypeOK ==
+    /\ nextIndex \in [Server -> [Server -> Nat \ {0}]]
+    /\ matchIndex \in [Server -> [Server -> Nat]]
 
 \* All variables; used for stuttering (asserting state hasn't changed).
 vars == <<messages, committed, serverVars, candidateVars, leaderVars,
           logVars, snapshotVars>>
 
-----
-\* Type invariants, one per variable group.
-
-Entry == [term : Nat, kind : {"normal"}, value : Value]
-    \cup [term : Nat, kind : {"noop"}, value : {Nil}]
-    \cup [term : Nat, kind : {"config"}, value : (SUBSET Server) \ {{}}]
-
-MessagesTypeOK ==
-    \A m \in DOMAIN messages :
-        /\ messages[m] \in Nat \ {0}
-        /\ m.mtype \in MessageTypes
-        /\ m.mterm \in Nat
-        /\ m.msource \in Server
-        /\ m.mdest \in Server
-        /\ m.msource /= m.mdest
-
-CommittedTypeOK ==
-    \A k \in DOMAIN committed :
-        /\ committed[k].entry \in Entry
-        /\ committed[k].commitTerm \in Nat
-        /\ committed[k].quorumConfig \subseteq Server
-
-ServerVarsTypeOK ==
-    /\ currentTerm \in [Server -> Nat]
-    /\ state \in [Server -> Roles]
-    /\ votedFor \in [Server -> Server \cup {Nil}]
-
-LogVarsTypeOK ==
-    /\ \A i \in Server : \A p \in DOMAIN log[i] : log[i][p] \in Entry
-    /\ commitIndex \in [Server -> Nat]
-
-SnapshotVarsTypeOK ==
-    /\ snapshotIndex \in [Server -> Nat]
-    /\ snapshotTerm \in [Server -> Nat]
-    /\ \A i \in Server : snapshotConfig[i] \in (SUBSET Server) \ {{}}
-
-CandidateVarsTypeOK ==
-    /\ votesResponded \in [Server -> SUBSET Server]
-    /\ votesGranted \in [Server -> SUBSET Server]
-
-LeaderVarsTypeOK ==
-    /\ nextIndex \in [Server -> [Server -> Nat \ {0}]]
-    /\ matchIndex \in [Server -> [Server -> Nat]]
-
+\* Every variable has its declared shape.
 TypeOK ==
     /\ MessagesTypeOK
     /\ CommittedTypeOK
