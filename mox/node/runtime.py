@@ -261,8 +261,12 @@ class Node:
         rng: Random,
         trace: TraceSink | None = None,
         observer: StepObserver | None = None,
+        core_class: type[RaftCore] = RaftCore,
     ) -> Node:
         """Open (or create) the node's storage in `fs` and recover its state.
+
+        `core_class` is RaftCore; tests pass deliberately broken subclasses
+        (`checker.mutants`) to show that the simulator catches them.
 
         Raises DataDirError (another node's or cluster's data), CorruptionError, FormatError.
         """
@@ -321,7 +325,7 @@ class Node:
         timeouts = _timeouts(
             rng, config.election_timeout_ticks_min, config.election_timeout_ticks_max
         )
-        core = RaftCore(raft_config, restored, timeouts, trace)
+        core = core_class(raft_config, restored, timeouts, trace)
         return cls(
             config,
             fs=fs,

@@ -42,6 +42,7 @@ import xxhash
 
 import mox
 from checker.lin import HistoryRecorder, check_kv, check_stale_reads
+from mox.consensus.raft.core import RaftCore
 from mox.consensus.raft.messages import decode_message
 from mox.consensus.raft.trace import message_to_trace
 from mox.io.sim import DiskFaults, SimClock, SimDisk, SimRandom
@@ -130,8 +131,15 @@ class _Stop(Exception):
 class World:
     """One simulated cluster run. `run()` executes it on a fresh VirtualTimeLoop."""
 
-    def __init__(self, config: WorldConfig, *, trace_out: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: WorldConfig,
+        *,
+        trace_out: IO[str] | None = None,
+        core_class: type[RaftCore] = RaftCore,
+    ) -> None:
         self.config = config
+        self._core_class = core_class
         root = random.Random(config.seed)
 
         def child() -> random.Random:
@@ -372,6 +380,7 @@ class World:
                 rng=self._node_rngs[node_id],
                 trace=self.trace,
                 observer=self._on_step,
+                core_class=self._core_class,
             )
         except Exception as exc:  # a recovery that fails is a finding, not a crash of the sim
             endpoint.close_now()
