@@ -53,7 +53,7 @@ def test_bench_without_etcd_says_so_and_measures_mox(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
-@pytest.mark.slow
+@pytest.mark.soak
 def test_bench_beside_etcd(tmp_path: Path) -> None:
     stdout, document = run_bench(tmp_path)
     check_rows(document, "mox")
