@@ -434,24 +434,36 @@ def _parse_counterexample(lines: list[str]) -> tuple[TlcState, ...]:
     return tuple(states)
 
 
+_BOILERPLATE = (
+    "This was probably caused by an error in the spec or model.",
+    "See the User Output or TLC Console for clues to what happened.",
+)
+
+
 def _error_message(text: str) -> str | None:
-    """The first line that explains a TLC failure, for the user."""
+    """The lines that explain a TLC failure, for the user (at most a few)."""
     patterns = (
         r"^\*\*\*\s*Parse Error\s*\*\*\*.*$",
         r"^Lexical error.*$",
-        r"^Encountered .*$",
-        r"^Error: .*$",
+        r"^Error: (?!The behavior up to this point).*$",
         r"^Unknown operator.*$",
     )
     for pattern in patterns:
         match = re.search(pattern, text, re.M)
-        if match and not match.group(0).startswith("Error: The behavior up to this point"):
-            lines = [match.group(0).strip()]
-            # TLC often puts the reason on the next non-empty line.
-            rest = text[match.end() :].lstrip("\n").splitlines()
-            if rest and rest[0].strip() and not rest[0].startswith(("Error:", "State ")):
-                lines.append(rest[0].strip())
-            return " ".join(lines)
+        if match is None:
+            continue
+        lines = [match.group(0).strip()]
+        # TLC puts the reason on the following lines (an exception, a file, a position).
+        for line in text[match.end() :].splitlines():
+            line = line.strip().lstrip(": ").strip()
+            if not line or line in _BOILERPLATE:
+                continue
+            if line.startswith(("Finished in", "State ", "Starting...", "Error: The behavior")):
+                break
+            lines.append(line)
+            if len(lines) >= 4:
+                break
+        return " ".join(lines)
     return None
 
 

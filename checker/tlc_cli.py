@@ -155,6 +155,8 @@ def command(
     if simulate and num is None:
         raise click.UsageError("--simulate needs --num N (TLC would otherwise run forever)")
 
+    if cfg is not None and cfg.suffix != ".cfg":
+        raise click.BadParameter(f"{cfg} is not a TLC model config (.cfg)", param_hint="CFG")
     if manifest_path is None:
         manifest_path = find_manifest(cfg if cfg is not None else Path.cwd())
     try:

@@ -99,6 +99,14 @@ def test_parse_error_is_an_error_with_a_message(tmp_path: Path) -> None:
     assert result.message is not None and "Parse Error" in result.message
 
 
+def test_config_error_names_the_problem(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, cfg="INIT Init\nNEXT Next\nINVARIANT NoSuchInvariant\n")
+    result = run_tlc(spec, "Counter", "Counter.cfg")
+    assert result.outcome == "error"
+    assert result.exit_code not in (0, 11, 12, 13)
+    assert result.message is not None and "NoSuchInvariant" in result.message
+
+
 def test_simulation_runs_and_counts(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, limit=4)
     result = run_tlc(
@@ -269,6 +277,8 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert run.returncode == 2 and "--workers" in run.stderr
     run = mox(cwd=tmp_path)
     assert run.returncode == 2 and "CFG" in run.stderr
+    run = mox(str(good / "Counter.tla"), cwd=tmp_path)
+    assert run.returncode == 2 and "not a TLC model config" in run.stderr
     assert "Traceback" not in run.stderr
 
 
