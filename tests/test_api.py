@@ -1071,3 +1071,106 @@ def test_no_input_gets_a_500(
         assert content_type.startswith("application/problem+json")
         problem = json.loads(payload)
         assert problem["status"] == status and problem["code"] and problem["detail"]
+
+
+def test_openapi_document_covers_every_route_and_matches_responses(tmp_path: Path) -> None:
+    import msgspec
+
+    from mox.api import schemas
+    from mox.statemachine.model import Talent, Tenant
+
+    async def scenario(cluster: Cluster, s: aiohttp.ClientSession) -> None:
+        running = cluster.leader()
+        url = running.url
+        doc, _ = await call(s, "GET", f"{url}/api/openapi.json", expect=200)
+        assert doc["openapi"].startswith("3.1")
+        components = doc["components"]["schemas"]
+        routes = {
+            (route.method.lower(), route.resource.canonical)
+            for route in running.runner.app.router.routes()
+            if route.method != "HEAD" and route.resource is not None
+        }
+        documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
+        assert routes == documented
+        refs = [m for m in json.dumps(doc).split('"$ref": "')[1:]]
+        for ref in refs:
+            name = ref.split('"', 1)[0].rsplit("/", 1)[1]
+            assert name in components, name
+
+        def conforms(body: Any, schema_name: str, type_: Any) -> None:
+            msgspec.convert(body, type_)  # the type the schema was generated from accepts it
+            properties = components[schema_name]["properties"]
+            assert set(body) <= set(properties), set(body) - set(properties)
+            assert set(components[schema_name].get("required", [])) <= set(body)
+
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        created, _ = await call(
+            s,
+            "POST",
+            f"{url}/api/tenants",
+            expect=201,
+            headers=admin,
+            json={"slug": "spec", "name": "Spec"},
+        )
+        conforms(created, "TenantCreated", schemas.TenantCreated)
+        key = created["apiKey"]["key"]
+        conforms(
+            (await call(s, "GET", f"{url}/api/tenant", expect=200, headers=bearer(key)))[0],
+            "Tenant",
+            Tenant,
+        )
+        issued, _ = await call(
+            s, "POST", f"{url}/api/keys", expect=201, headers=bearer(key), json={"name": "k"}
+        )
+        conforms(issued, "ApiKeyCreated", schemas.ApiKeyCreated)
+        talent, _ = await call(
+            s,
+            "POST",
+            f"{url}/api/talents",
+            expect=201,
+            headers=bearer(key),
+            json={"displayName": "A", "location": {"country": "US"}},
+        )
+        conforms(talent, "Talent", Talent)
+        conforms(
+            (await call(s, "GET", f"{url}/api/talents", expect=200, headers=bearer(key)))[0],
+            "TalentPage",
+            schemas.TalentPage,
+        )
+        conforms(
+            (
+                await call(
+                    s,
+                    "GET",
+                    f"{url}/api/talents/{talent['id']}/events",
+                    expect=200,
+                    headers=bearer(key),
+                )
+            )[0],
+            "EventList",
+            schemas.EventList,
+        )
+        conforms((await call(s, "GET", f"{url}/health", expect=200))[0], "Health", schemas.Health)
+        conforms(
+            await problem(
+                s, "GET", f"{url}/api/talents/nope", 404, "NOT_FOUND", headers=bearer(key)
+            ),
+            "Problem",
+            schemas.Problem,
+        )
+        conforms(
+            await problem(
+                s,
+                "POST",
+                f"{url}/api/talents",
+                422,
+                "VALIDATION",
+                "displayName",
+                headers=bearer(key),
+                json={},
+            ),
+            "Problem",
+            schemas.Problem,
+        )
+
+    run(tmp_path, scenario)

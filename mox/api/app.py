@@ -43,6 +43,7 @@ from structlog.typing import FilteringBoundLogger
 
 from mox.api.ids import new_ulid
 from mox.api.metrics import ApiMetrics
+from mox.api.openapi import openapi_document
 from mox.api.problems import ApiProblem, from_json_error, problem_from_code, validation
 from mox.api.schemas import (
     CreateTenantRequest,
@@ -531,6 +532,9 @@ class _Api:
         view = status_view(self.node)
         return _json({"status": "ok", **view.to_json()})
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        return _json(openapi_document())
+
     def status(self) -> NodeStatusView:
         return status_view(self.node)
 
@@ -690,6 +694,7 @@ def create_app(
     app.on_cleanup.append(api.close)
     app.router.add_get("/health", api.health)
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/api/openapi.json", api.openapi)
     app.router.add_post("/api/tenants", api.create_tenant)
     app.router.add_get("/api/tenant", api.get_tenant)
     app.router.add_post("/api/keys", api.issue_key)

@@ -1,11 +1,16 @@
-"""JSON request bodies. Unknown fields are refused (a typo must not be silently ignored);
-the state machine re-validates every value, so these only fix the shape and types."""
+"""JSON bodies of the API. Requests refuse unknown fields (a typo must not be silently
+ignored); the state machine re-validates every value, so request types only fix the shape.
+Response types are what the API returns and what the client decodes; the OpenAPI document
+is generated from all of them."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import msgspec
 
 from mox.statemachine import LocationIn, SocialAccountIn, TenantSettings
+from mox.statemachine.model import Talent, Tenant
 
 
 class _Request(
@@ -51,3 +56,95 @@ class PatchTalentRequest(_Request, frozen=True):
     representation: str | msgspec.UnsetType = msgspec.UNSET
     commission_bps: int | msgspec.UnsetType | None = msgspec.UNSET
     status: str | msgspec.UnsetType = msgspec.UNSET
+
+
+# ------------------------------------------------------------------------------ responses
+
+
+class _Response(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    pass
+
+
+class ApiKeyCreated(_Response, frozen=True):
+    """An API key as users see it (never its hash)."""
+
+    id: str
+    prefix: str
+    name: str
+    scopes: list[str]
+    created_at: str
+    expires_at_ms: int | None = None
+    revoked_at: str | None = None
+    # The full key: present only in the response that created it.
+    key: str | None = None
+
+
+class TenantCreated(_Response, frozen=True):
+    tenant: Tenant
+    api_key: ApiKeyCreated
+
+
+class TalentPage(_Response, frozen=True):
+    items: list[Talent]
+    next_cursor: str | None
+
+
+class EventOut(_Response, frozen=True):
+    """An event as the API shows it: the DOMAIN envelope with its payload as JSON."""
+
+    event_id: str
+    tenant_id: str
+    stream: str
+    version: int
+    type: str
+    occurred_at: str
+    actor: str
+    causation_id: str
+    correlation_id: str
+    payload: Any
+
+
+class EventList(_Response, frozen=True):
+    items: list[EventOut]
+
+
+class Health(_Response, frozen=True):
+    status: str
+    node_id: int
+    role: str
+    term: int
+    leader_id: int | None
+    commit_index: int
+    applied_index: int
+    replication_lag_entries: dict[str, int]
+
+
+class Problem(_Response, frozen=True, omit_defaults=True):
+    """RFC 7807 problem details, plus Mox's `code`, `field`, `requestId` and `leader`."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str
+    field: str | None = None
+    leader: str | None = None
+
+
+RESPONSE_TYPES: tuple[type[Any], ...] = (
+    ApiKeyCreated,
+    TenantCreated,
+    TalentPage,
+    EventList,
+    Health,
+    Problem,
+    Tenant,
+    Talent,
+)
+REQUEST_TYPES: tuple[type[Any], ...] = (
+    CreateTenantRequest,
+    IssueKeyRequest,
+    RegisterTalentRequest,
+    PatchTalentRequest,
+)

@@ -24,6 +24,7 @@ from typing import Any, Final, TypeVar
 import aiohttp
 import msgspec
 
+from mox.api.schemas import ApiKeyCreated, TalentPage, TenantCreated
 from mox.statemachine.model import Talent, Tenant, TenantSettings
 
 __all__ = [
@@ -56,28 +57,6 @@ class MoxApiError(Exception):
         self.field: str | None = problem.get("field")
         where = f" (field {self.field})" if self.field else ""
         super().__init__(f"{status} {self.code}: {problem.get('detail', '')}{where}")
-
-
-class ApiKeyCreated(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    id: str
-    prefix: str
-    name: str
-    scopes: list[str]
-    created_at: str
-    expires_at_ms: int | None = None
-    revoked_at: str | None = None
-    # The full key: present only in the response that created it.
-    key: str | None = None
-
-
-class TenantCreated(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    tenant: Tenant
-    api_key: ApiKeyCreated
-
-
-class TalentPage(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    items: list[Talent]
-    next_cursor: str | None
 
 
 def _idempotency_key() -> str:
