@@ -456,7 +456,10 @@ def test_bad_input_is_a_problem_naming_the_field(tmp_path: Path) -> None:
         )
         await problem(s, "GET", f"{talents}/..%2Fx", 404, "NOT_FOUND", headers=auth)
         await problem(s, "GET", f"{url}/api/nothing", 404, "NOT_FOUND")
-        await problem(s, "PUT", talents, 405, "METHOD_NOT_ALLOWED", headers=auth, json={})
+        not_allowed = await problem(
+            s, "PUT", talents, 405, "METHOD_NOT_ALLOWED", headers=auth, json={}
+        )
+        assert "POST" in not_allowed["detail"] and "GET" in not_allowed["detail"]
         await problem(
             s,
             "POST",

@@ -245,7 +245,10 @@ class _Api:
         if status == 404:
             return ApiProblem(404, "NOT_FOUND", "no such endpoint")
         if status == 405:
-            return ApiProblem(405, "METHOD_NOT_ALLOWED", f"{exc.reason}")
+            allow = exc.headers.get("Allow", "")
+            return ApiProblem(
+                405, "METHOD_NOT_ALLOWED", f"allowed: {allow}", headers={"Allow": allow}
+            )
         return ApiProblem(
             status if status >= 400 else 400, "HTTP_ERROR", exc.reason or "bad request"
         )
