@@ -149,6 +149,18 @@ def merge_sources(
         yield current_key, current
 
 
+def _entry_bytes(key: bytes, versions: Sequence[Version]) -> int:
+    """Key and value bytes of a key's versions (what compaction budgets count)."""
+    if len(versions) == 1:
+        value = versions[0][1]
+        return len(key) + (len(value) if value is not None else 0)
+    total = len(key) * len(versions)
+    for _seq, value in versions:
+        if value is not None:
+            total += len(value)
+    return total
+
+
 def chain_tables(tables: Sequence[Table]) -> Iterator[tuple[bytes, list[Version]]]:
     """The entries of a sorted run of non-overlapping tables, in key order."""
     for table in tables:
@@ -209,20 +221,16 @@ class CompactionJob:
                 self.done = True
                 return True
             key, versions = item
-            entry_bytes = len(key) * len(versions)
-            for _seq, value in versions:
-                if value is not None:
-                    entry_bytes += len(value)
+            entry_bytes = _entry_bytes(key, versions)
             budget_bytes -= entry_bytes
             self.input_bytes += entry_bytes
             kept = retain_versions(versions, snapshot_seqs, bottom=self.plan.bottom)
             if not kept:
                 continue
             self._pending.append((key, kept))
-            self._pending_bytes += len(key) * len(kept) + ENTRY_OVERHEAD_BYTES * len(kept)
-            for _seq, value in kept:
-                if value is not None:
-                    self._pending_bytes += len(value)
+            if kept is not versions:
+                entry_bytes = _entry_bytes(key, kept)
+            self._pending_bytes += entry_bytes + ENTRY_OVERHEAD_BYTES * len(kept)
             if self._pending_bytes >= self._table_size_bytes:
                 await self._write_output()
         return False

@@ -76,11 +76,11 @@ class LsmOptions:
 
     # Subdirectory of the node's FileSystem holding the manifest and tables.
     directory: str = "lsm"
-    memtable_size_bytes: int = attrs.field(default=4 * _MiB, validator=_positive)
+    memtable_size_bytes: int = attrs.field(default=8 * _MiB, validator=_positive)
     block_size_bytes: int = attrs.field(default=4096, validator=_positive)
     table_size_bytes: int = attrs.field(default=2 * _MiB, validator=_positive)
     l0_compaction_trigger_tables: int = attrs.field(default=4, validator=_positive)
-    level1_size_bytes: int = attrs.field(default=8 * _MiB, validator=_positive)
+    level1_size_bytes: int = attrs.field(default=64 * _MiB, validator=_positive)
     level_size_multiplier: int = attrs.field(default=10, validator=_positive)
     level_count: int = attrs.field(default=7, validator=_positive)
     bloom_false_positive_rate: float = attrs.field(default=0.01, validator=_fp_rate)
