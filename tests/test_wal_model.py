@@ -291,7 +291,9 @@ class WalMachine(RuleBasedStateMachine):
             or misdirected_before > 0
         )
         if damaged and not self.STRICT:
-            last_batch = self.batch_firsts[-1] if self.batch_firsts else self.first_seq
+            # The last flush that was durable before the crash (not the one in flight).
+            durable_batches = [b for b in self.batch_firsts if b <= self.durable_seq]
+            last_batch = durable_batches[-1] if durable_batches else self.first_seq
             guaranteed = min(guaranteed, last_batch - 1)
             if self.disk.fault_counts["misdirected_write"]:
                 guaranteed = self.first_seq - 1
