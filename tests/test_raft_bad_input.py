@@ -189,3 +189,64 @@ def test_bad_proposals() -> None:
     with pytest.raises(ValueError, match="not a member"):
         core.propose_conf_change(ConfChange("remove", 7))
     assert core.last_index == 1  # only the leader's no-op
+
+
+def test_append_contradicting_a_committed_entry_is_rejected() -> None:
+    core = make(term=1)
+    core.step(AppendEntries(2, 1, 2, 0, 0, [Entry(2, 1, NORMAL, [b"a"])], 1))
+    assert core.commit_index == 1
+    core.step(AppendEntries(3, 3, 2, 0, 0, [Entry(3, 1, NORMAL, [b"b"])], 0))
+    assert core.rejected == {"conflicts_with_committed": 1}
+    assert core.log.entry(1).commands == [b"a"]
+
+
+def _hostile_message(data: st.DataObject) -> object:
+    term = data.draw(st.integers(1, 6))
+    src = data.draw(st.sampled_from([1, 3]))
+    kind = data.draw(st.integers(0, 5))
+    index = st.integers(0, 8)
+    if kind == 0:
+        prev = data.draw(index)
+        prev_term = 0 if prev == 0 else data.draw(st.integers(1, term))
+        terms = sorted(data.draw(st.lists(st.integers(max(prev_term, 1), term), max_size=4)))
+        kinds = data.draw(st.lists(st.sampled_from(["normal", "noop", "config"]), min_size=len(terms), max_size=len(terms)))
+        entries = [
+            Entry(t, prev + 1 + k, kd, [b"c"] if kd == "normal" else [], [1, 2, 3] if kd == "config" else [])  # type: ignore[arg-type]
+            for k, (t, kd) in enumerate(zip(terms, kinds, strict=True))
+        ]
+        commit = data.draw(st.integers(0, prev + len(entries)))
+        return AppendEntries(term, src, 2, prev, prev_term, entries, commit, data.draw(index))
+    if kind == 1:
+        return AppendEntriesResponse(term, src, 2, data.draw(st.booleans()), data.draw(index), data.draw(index))
+    if kind == 2:
+        return RequestVote(term, src, 2, data.draw(index), data.draw(st.integers(0, term)))
+    if kind == 3:
+        return RequestVoteResponse(term, src, 2, data.draw(st.booleans()))
+    if kind == 4:
+        config = data.draw(st.sampled_from([[1, 2, 3], [1, 2], [2, 3], [1]]))
+        return InstallSnapshot(term, src, 2, data.draw(st.integers(1, 8)), data.draw(st.integers(1, term)), config, b"")
+    from mox.consensus.raft.messages import InstallSnapshotResponse
+
+    return InstallSnapshotResponse(term, src, 2, data.draw(index))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_hostile_peers_never_crash_the_core(data: st.DataObject) -> None:
+    # Two peers that each claim leadership in any term: whatever they send, step() only
+    # answers, rejects or drops, and the core's own assertions keep holding.
+    core = make(term=0)
+    for _ in range(data.draw(st.integers(1, 40))):
+        op = data.draw(st.integers(0, 10))
+        if op == 10:
+            core.campaign()
+        elif op < 6:
+            core.step(_hostile_message(data))  # type: ignore[arg-type]
+        elif op == 6:
+            core.tick()
+        elif op == 7 and core.has_ready():
+            core.advance(core.ready())
+        elif op == 8:
+            core.propose([b"p"])
+        else:
+            core.compact(min(core.applied_index, core.commit_index, core.log.stable_index), b"")

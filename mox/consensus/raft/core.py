@@ -1062,6 +1062,18 @@ class RaftCore:
                 return "bad_entry_commands"
         if m.term == self.term and self.role is Role.LEADER:
             return "append_to_leader_same_term"
+        # A correct leader (Leader Completeness) never contradicts a committed entry.
+        log = self.log
+        snap = log.snapshot
+        if m.prev_log_index < snap.index <= m.prev_log_index + len(m.entries):
+            # The entries up to the snapshot are skipped; the last one must be the snapshot's.
+            if m.entries[snap.index - m.prev_log_index - 1].term != snap.term:
+                return "conflicts_with_committed"
+        last_checked = min(log.commit_index, m.prev_log_index + len(m.entries))
+        first = max(log.snapshot.index + 1, m.prev_log_index + 1)
+        for index in range(first, last_checked + 1):
+            if m.entries[index - m.prev_log_index - 1].term != log.term_at(index):
+                return "conflicts_with_committed"
         return None
 
     def _emit(
