@@ -99,6 +99,30 @@ def test_busy_port_exits_2_naming_the_key(tmp_path: Path, which: str) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_config_durations_become_runtime_ticks() -> None:
+    from mox.config import parse_config
+    from mox.node.cli import node_config_from
+
+    document = node_config_documents(load_default_template(), [8080], [8180])[1]
+    document["consensus"].update(
+        election_timeout_min="200ms", election_timeout_max="400ms", heartbeat_interval="20ms"
+    )
+    document["storage"].update(wal_segment_size="1MiB", cache_size="8MiB")
+    node = node_config_from(parse_config(document))
+    assert node.tick_interval_s == pytest.approx(0.004)
+    assert (node.heartbeat_ticks, node.election_timeout_ticks_min) == (5, 50)
+    assert node.election_timeout_ticks_max == 100
+    assert node.wal_segment_size_bytes == 1024 * 1024
+    assert node.lsm_options.block_cache_blocks == 8 * 1024 * 1024 // 4096
+    # A heartbeat just under the election timeout still leaves the election above it.
+    document["consensus"].update(
+        election_timeout_min="150ms", election_timeout_max="151ms", heartbeat_interval="149ms"
+    )
+    tight = node_config_from(parse_config(document))
+    assert tight.heartbeat_ticks < tight.election_timeout_ticks_min
+    assert tight.election_timeout_ticks_min < tight.election_timeout_ticks_max
+
+
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
     async def poll() -> None:
         deadline = time.monotonic() + timeout_s

@@ -29,12 +29,15 @@ import sys
 import tomllib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 import click
 
 from mox.config import MoxConfig, load_config, parse_config
 from mox.errors import ConfigError, DataDirError
+
+if TYPE_CHECKING:
+    from mox.node.runtime import NodeConfig
 
 __all__ = [
     "DEFAULT_LOOP",
@@ -68,13 +71,15 @@ DEFAULT_LOOP = "auto"
 # -- configuration -----------------------------------------------------------------------
 
 
-def node_config_from(config: MoxConfig) -> Any:
+def node_config_from(config: MoxConfig) -> NodeConfig:
     """The runtime's NodeConfig for this mox.toml (durations turned into ticks).
 
     One tick is heartbeat_interval / HEARTBEAT_TICKS; election timeouts are rounded to
     whole ticks and kept strictly above the heartbeat, as the runtime requires.
+    `storage.cache_size` bounds the LSM block cache (in blocks of the LSM's block size).
     """
     from mox.node.runtime import NodeConfig
+    from mox.storage.lsm import LsmOptions
 
     consensus = config.consensus
     tick_interval_s = consensus.heartbeat_interval_s / HEARTBEAT_TICKS
@@ -85,7 +90,11 @@ def node_config_from(config: MoxConfig) -> Any:
         election_min_ticks + 1, round(consensus.election_timeout_max_s / tick_interval_s)
     )
     members = tuple(sorted(node.id for node in config.cluster.nodes))
-    return NodeConfig(
+    block_size_bytes = LsmOptions().block_size_bytes
+    lsm_options = LsmOptions(
+        block_cache_blocks=max(1, config.storage.cache_size_bytes // block_size_bytes)
+    )
+    node_config = NodeConfig(
         node_id=config.cluster.node_id,
         members=members,
         cluster_id=config.cluster.cluster_id,
@@ -96,7 +105,11 @@ def node_config_from(config: MoxConfig) -> Any:
         snapshot_threshold_entries=config.consensus.snapshot_threshold,
         max_batch_size=config.limits.max_batch_size,
         max_message_size_bytes=config.limits.max_message_size_bytes,
+        wal_segment_size_bytes=config.storage.wal_segment_size_bytes,
+        lsm_options=lsm_options,
     )
+    assert HEARTBEAT_TICKS < election_min_ticks < election_max_ticks
+    return node_config
 
 
 def _check_supported(config: MoxConfig) -> None:
