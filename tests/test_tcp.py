@@ -428,3 +428,33 @@ def test_silent_connection_is_closed_after_the_handshake_timeout() -> None:
             await a.close()
 
     run(body)
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    ports = {1: 1, 2: 2}
+    transport, _, _ = make(1, ports)  # backoff 10 ms doubling to 100 ms
+    delays_ms = [transport._backoff_s(attempt) * 1000 for attempt in range(1, 9)]
+    steps_ms = [10, 20, 40, 80, 100, 100, 100, 100]
+    for delay_ms, step_ms in zip(delays_ms, steps_ms, strict=True):
+        assert step_ms / 2 <= delay_ms <= step_ms  # "equal jitter": half fixed, half random
+    # The jitter comes from the injected Random: the same seed, the same delays.
+    again, _, _ = make(1, ports)
+    assert [again._backoff_s(a) * 1000 for a in range(1, 9)] == delays_ms
+    assert len(set(delays_ms[4:])) == 4  # capped steps still differ by their jitter
+
+
+def test_send_to_an_unknown_peer_is_dropped_and_counted() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, a_log = make(1, ports)
+        await a.start()
+        try:
+            a.send(9, b"nobody")
+            assert a.stats.send_dropped_other == {"unknown_peer": 1}
+            assert a_log.find("transport.send_unknown_peer") == [{"dst": 9}]
+        finally:
+            await a.close()
+        a.send(2, b"after close")
+        assert a.stats.send_dropped_other == {"unknown_peer": 1, "closed": 1}
+
+    run(body)
