@@ -1065,10 +1065,12 @@ class RaftCore:
         # A correct leader (Leader Completeness) never contradicts a committed entry.
         log = self.log
         snap = log.snapshot
-        if m.prev_log_index < snap.index <= m.prev_log_index + len(m.entries):
-            # The entries up to the snapshot are skipped; the last one must be the snapshot's.
-            if m.entries[snap.index - m.prev_log_index - 1].term != snap.term:
-                return "conflicts_with_committed"
+        # Entries up to the snapshot are skipped, but the one at its index must be its last.
+        if (
+            m.prev_log_index < snap.index <= m.prev_log_index + len(m.entries)
+            and m.entries[snap.index - m.prev_log_index - 1].term != snap.term
+        ):
+            return "conflicts_with_committed"
         last_checked = min(log.commit_index, m.prev_log_index + len(m.entries))
         first = max(log.snapshot.index + 1, m.prev_log_index + 1)
         for index in range(first, last_checked + 1):
