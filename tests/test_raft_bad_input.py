@@ -230,7 +230,7 @@ def _hostile_message(data: st.DataObject) -> object:
     return InstallSnapshotResponse(term, src, 2, data.draw(index))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_hostile_peers_never_crash_the_core(data: st.DataObject) -> None:
     # Two peers that each claim leadership in any term: whatever they send, step() only
