@@ -331,6 +331,23 @@ def test_nodes_stop_when_dev_is_killed(tmp_path: Path) -> None:
     assert held == [], f"nodes still running after their supervisor died: {held}"
 
 
+def test_dev_stops_promptly_on_sigint_during_startup(tmp_path: Path) -> None:
+    data_dir = tmp_path / "mox-data"
+    supervisor = dev_process(data_dir, free_base_port())
+    output = OutputReader(supervisor)
+    output.wait_for("mox dev: 3 nodes")
+    started = time.monotonic()
+    supervisor.send_signal(signal.SIGINT)
+    supervisor.wait(20)
+    text = output.finish()
+    assert supervisor.returncode == 0, text
+    assert time.monotonic() - started < 15, text
+    assert "mox dev: stopped" in text
+    for node_id in (1, 2, 3):
+        lock = data_dir / f"node{node_id}" / "mox.lock"
+        assert not lock.exists() or not lock_is_held(lock), text
+
+
 def lock_is_held(path: Path) -> bool:
     """True while a running node holds its data directory's lock."""
     with path.open("a") as handle:

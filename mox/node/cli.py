@@ -462,12 +462,19 @@ async def _pump(prefix: str, stream: asyncio.StreamReader, out: TextIO) -> None:
         out.flush()
 
 
-async def _wait_healthy(url: str, process: asyncio.subprocess.Process, timeout_s: float) -> bool:
+async def _wait_healthy(
+    url: str, process: asyncio.subprocess.Process, timeout_s: float, stop: asyncio.Event
+) -> bool:
+    """True once `url` answers /health; False if the node exits, time runs out or we stop."""
     import aiohttp
 
     deadline = asyncio.get_running_loop().time() + timeout_s
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
-        while asyncio.get_running_loop().time() < deadline and process.returncode is None:
+        while (
+            asyncio.get_running_loop().time() < deadline
+            and process.returncode is None
+            and not stop.is_set()
+        ):
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 async with session.get(f"{url}/health") as response:
                     if response.status == 200:
@@ -542,11 +549,14 @@ async def _dev(data_dir: Path, nodes: int, base_port: int, loop_name: str) -> in
             pumps.append(asyncio.create_task(_pump(prefix, process.stdout, sys.stdout)))
         for node_id, process in processes.items():
             url = f"http://127.0.0.1:{client_ports[node_id - 1]}"
-            if await _wait_healthy(url, process, timeout_s=30):
+            if await _wait_healthy(url, process, timeout_s=30, stop=stop):
                 click.echo(f"node {node_id}: {url}  (cluster port {cluster_ports[node_id - 1]})")
+            elif stop.is_set():
+                break
             else:
                 click.echo(f"node {node_id}: did not become healthy at {url}", err=True)
-        click.echo("mox dev: running; Ctrl-C stops the cluster")
+        if not stop.is_set():
+            click.echo("mox dev: running; Ctrl-C stops the cluster")
         waits = {asyncio.ensure_future(p.wait()): node_id for node_id, p in processes.items()}
         stopped = asyncio.ensure_future(stop.wait())
         pending: set[asyncio.Future[Any]] = {stopped, *waits}
