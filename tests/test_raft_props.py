@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -235,3 +236,11 @@ def test_safety_five_nodes(seed: int) -> None:
 @given(seed=st.integers(0, 2**32 - 1))
 def test_safety_membership_changes(seed: int) -> None:
     run_schedule(seed, steps=1500, members=3, extra_nodes=2, conf_changes=True)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("variant", ["three", "five", "membership"])
+def test_safety_many_seeds(variant: str) -> None:
+    members, extra, changes = {"three": (3, 0, False), "five": (5, 0, False), "membership": (3, 2, True)}[variant]
+    for seed in range(500):
+        run_schedule(seed, steps=3000, members=members, extra_nodes=extra, conf_changes=changes)
