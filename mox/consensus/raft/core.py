@@ -387,20 +387,58 @@ class RaftCore:
             if self._tracing:
                 self._emit("DropStaleMessage", msg)
             return
-        if isinstance(msg, AppendEntries):
-            self.handle_append_entries(msg)
-        elif isinstance(msg, AppendEntriesResponse):
+        if self.role is Role.LEADER:
+            self.step_leader(msg)
+        elif self.role is Role.CANDIDATE:
+            self.step_candidate(msg)
+        else:
+            self.step_follower(msg)
+        self._assert_invariants()
+
+    # -- per-role dispatch (msg.term == self.term) ---------------------------------------------
+
+    def step_leader(self, msg: Message) -> None:
+        """A leader replicates: responses drive replication; votes are denied (it voted)."""
+        assert self.role is Role.LEADER and msg.term == self.term
+        if isinstance(msg, AppendEntriesResponse):
             self.handle_append_entries_response(msg)
+        elif isinstance(msg, InstallSnapshotResponse):
+            self.handle_install_snapshot_response(msg)
         elif isinstance(msg, RequestVote):
             self.handle_request_vote(msg)
-        elif isinstance(msg, RequestVoteResponse):
+        else:
+            # Requests of another leader of this term were rejected by _check_message.
+            assert isinstance(msg, RequestVoteResponse), type(msg)
             self.handle_request_vote_response(msg)
+
+    def step_candidate(self, msg: Message) -> None:
+        """A candidate counts votes; a leader of its term makes it a follower."""
+        assert self.role is Role.CANDIDATE and msg.term == self.term
+        if isinstance(msg, RequestVoteResponse):
+            self.handle_request_vote_response(msg)
+        else:
+            self._step_common(msg)
+
+    def step_follower(self, msg: Message) -> None:
+        """A follower obeys its leader and votes."""
+        assert self.role is Role.FOLLOWER and msg.term == self.term
+        if isinstance(msg, RequestVoteResponse):
+            self.handle_request_vote_response(msg)
+        else:
+            self._step_common(msg)
+
+    def _step_common(self, msg: Message) -> None:
+        if isinstance(msg, AppendEntries):
+            self.handle_append_entries(msg)
         elif isinstance(msg, InstallSnapshot):
             self.handle_install_snapshot(msg)
+        elif isinstance(msg, RequestVote):
+            self.handle_request_vote(msg)
+        elif isinstance(msg, AppendEntriesResponse):
+            self.handle_append_entries_response(msg)
         else:
-            assert isinstance(msg, InstallSnapshotResponse)
+            assert isinstance(msg, InstallSnapshotResponse), type(msg)
             self.handle_install_snapshot_response(msg)
-        self._assert_invariants()
 
     def propose(self, commands: list[bytes]) -> int | None:
         """Spec ClientRequest: appends `commands` as entries of at most max_batch_size commands
