@@ -155,8 +155,8 @@ def test_bad_config_names_the_field(kwargs: dict[str, object], field: str) -> No
     ("restored", "field"),
     [
         (RestoredState(hard_state=HardState(1), entries=[Entry(1, 2, NORMAL)]), "entries[0].index"),
-        (RestoredState(hard_state=HardState(1), entries=[Entry(2, 1, NORMAL)]), "entries[0].term"),
-        (RestoredState(hard_state=HardState(2), snapshot=SnapshotMeta(3, 3, [1])), "snapshot.term"),
+        (RestoredState(hard_state=HardState(3), entries=[Entry(2, 1, NORMAL), Entry(1, 2, NORMAL)]), "entries[1].term"),
+        (RestoredState(hard_state=HardState(2), snapshot=SnapshotMeta(3, LIMIT - 1, [1])), "snapshot.term"),
         (RestoredState(hard_state=HardState(2), snapshot=SnapshotMeta(3, 1, [])), "snapshot.config"),
         (RestoredState(hard_state=HardState(1), applied_index=4), "applied_index"),
     ],
@@ -250,3 +250,13 @@ def test_hostile_peers_never_crash_the_core(data: st.DataObject) -> None:
             core.propose([b"p"])
         else:
             core.compact(min(core.applied_index, core.commit_index, core.log.stable_index), b"")
+
+
+def test_restore_after_crash_between_entries_and_hard_state() -> None:
+    # Entries of term 5 reached the disk, the hard state (term 5, no vote) did not.
+    restored = RestoredState(hard_state=HardState(4, 3, 0), entries=[Entry(5, 1, NORMAL, [b"a"])])
+    core = RaftCore(RaftConfig(node_id=1, members=(1, 2, 3)), restored, itertools.repeat(10))
+    assert core.term == 5
+    assert core.voted_for == 0  # the vote of term 4 is not a vote of term 5
+    rd = core.ready()
+    assert rd.hard_state == HardState(5, 0, 0) and rd.must_sync

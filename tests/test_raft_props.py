@@ -1,7 +1,8 @@
 """Property tests: several Raft cores over a randomly scheduled in-memory network.
 
 Each example is a seed; the schedule it draws ticks nodes, runs their Readys (sometimes
-crashing between sending messages_now and persisting), delivers messages in random order,
+crashing between sending messages_now and persisting, or between persisting the entries
+and the hard state), delivers messages in random order,
 drops and duplicates them, cuts one node off for a while, restarts nodes from their persisted state only, proposes, compacts,
 asks for reads and (in one variant) changes the membership. After every step the safety
 properties of the Raft paper are checked against the whole cluster:
@@ -162,7 +163,8 @@ def run_schedule(seed: int, steps: int, members: int, extra_nodes: int, conf_cha
         if roll < 0.30:
             node.core.tick()
         elif roll < 0.55:
-            env.process_ready(node_id, crash_before_persist=rng.random() < 0.03)
+            crash = rng.random()
+            env.process_ready(node_id, crash_before_persist=crash < 0.02, crash_mid_persist=0.02 <= crash < 0.04)
         elif roll < 0.80:
             if env.queue:
                 msg = env.queue.pop(rng.randrange(len(env.queue)))

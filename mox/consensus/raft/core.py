@@ -233,6 +233,12 @@ class RaftCore:
         self.log.applied_index = max(restored.applied_index, snapshot.index)
         self.term = restored.hard_state.term
         self.voted_for = restored.hard_state.vote
+        if self.log.last_term() > self.term:
+            # A crash between persisting entries (or a snapshot) and the hard state: the node
+            # had adopted their term. Its vote in that term, if any, never left (votes leave
+            # only after the hard state is durable), so it restarts with none.
+            self.term = self.log.last_term()
+            self.voted_for = NO_VOTE
         self.role = Role.FOLLOWER
         self.leader_id = 0
         # Bad messages dropped, by reason.
@@ -262,7 +268,8 @@ class RaftCore:
                 self._known.update(entry.config)
 
         # The durable (term, vote, commit): what a Ready's hard_state is compared against.
-        self._persisted: tuple[int, int, int] = (self.term, self.voted_for, self.log.commit_index)
+        hs = restored.hard_state
+        self._persisted: tuple[int, int, int] = (hs.term, hs.vote, self.log.commit_index)
         self._msgs_now: list[Message] = []
         self._msgs_after: list[Message] = []
         self._read_states: list[ReadState] = []
@@ -1164,8 +1171,8 @@ def _check_restored(restored: RestoredState) -> None:
     if snap is not None:
         if not _is_nat(snap.index) or not _is_nat(snap.term):
             raise RestoreError("snapshot", f"index and term must be non-negative, got {snap!r}")
-        if snap.term > hs.term:
-            raise RestoreError("snapshot.term", f"{snap.term} is beyond hard_state.term {hs.term}")
+        if snap.term >= INDEX_LIMIT - 1:
+            raise RestoreError("snapshot.term", f"must be below 2**63 - 1, got {snap.term}")
         problem = _config_problem(snap.config)
         if problem is not None:
             raise RestoreError("snapshot.config", f"{problem}: {snap.config!r}")
@@ -1176,10 +1183,9 @@ def _check_restored(restored: RestoredState) -> None:
         expected = base_index + 1 + k
         if entry.index != expected:
             raise RestoreError(f"entries[{k}].index", f"expected {expected}, got {entry.index}")
-        if entry.term < term or entry.term > hs.term:
+        if entry.term < term or entry.term >= INDEX_LIMIT - 1:
             raise RestoreError(
-                f"entries[{k}].term",
-                f"{entry.term} breaks the order (previous {term}, hard_state.term {hs.term})",
+                f"entries[{k}].term", f"{entry.term} breaks the order (previous term {term})"
             )
         if entry.kind not in ENTRY_KINDS:
             raise RestoreError(f"entries[{k}].kind", f"unknown kind {entry.kind!r}")

@@ -198,9 +198,12 @@ class InteractionEnv:
 
     # -- driving -----------------------------------------------------------------------------
 
-    def process_ready(self, node_id: int, crash_before_persist: bool = False) -> bool:
+    def process_ready(
+        self, node_id: int, crash_before_persist: bool = False, crash_mid_persist: bool = False
+    ) -> bool:
         """Runs one Ready of `node_id` in the contract's order. With `crash_before_persist`
-        the node sends messages_now and then crashes: the Ready is lost."""
+        the node sends messages_now and then crashes: the Ready is lost. With
+        `crash_mid_persist` the snapshot and entries reach the disk, the hard state does not."""
         node = self.nodes[node_id]
         core = node.core
         if not core.has_ready():
@@ -213,6 +216,12 @@ class InteractionEnv:
             node.restart()
             if self.recording:
                 self.out.append(f"{node_id}: crash before persist")
+            return True
+        if crash_mid_persist:
+            node.storage.persist(msgspec.structs.replace(rd, hard_state=None))
+            node.restart()
+            if self.recording:
+                self.out.append(f"{node_id}: crash before the hard state is persisted")
             return True
         node.storage.persist(rd)
         self.queue.extend(rd.messages_after_persist)
