@@ -458,3 +458,27 @@ def test_send_to_an_unknown_peer_is_dropped_and_counted() -> None:
         assert a.stats.send_dropped_other == {"unknown_peer": 1, "closed": 1}
 
     run(body)
+
+
+def test_frames_split_and_joined_arbitrarily_are_all_delivered() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2, 3], free_ports(3), strict=True))
+        a, a_inbox, _ = make(1, ports)
+        await a.start()
+        try:
+            _, writer = await raw_session(ports[1], sender=3, dst=1)
+            payloads = [b"", b"x" * 1000, b"short", bytes(range(256)) * 3]
+            stream = b"".join(encode_frame(KIND_DATA, 3, p) for p in payloads)
+            for start in range(0, len(stream), 7):  # 7-byte pieces: headers split too
+                writer.write(stream[start : start + 7])
+                await writer.drain()
+                if start % 70 == 0:
+                    await asyncio.sleep(0.001)
+            await eventually(lambda: len(a_inbox) == len(payloads))
+            assert a_inbox == [(3, p) for p in payloads]
+            assert a.stats.frames_rejected == {}
+            writer.close()
+        finally:
+            await a.close()
+
+    run(body)

@@ -446,6 +446,164 @@ class MoxCluster:
         return factory
 
 
+# -- the cluster transport alone ---------------------------------------------------------------
+
+
+class _QuietLogger:
+    def info(self, event: str, /, **fields: Any) -> None:
+        pass
+
+    def warning(self, event: str, /, **fields: Any) -> None:
+        pass
+
+    def error(self, event: str, /, **fields: Any) -> None:
+        pass
+
+
+_BURST_FRAMES = 1000
+
+
+async def _transport_mox(payload: bytes, duration_s: float) -> tuple[float, float]:
+    """(round trip µs, one-way frames/s) between two TcpTransports on 127.0.0.1."""
+    import random
+
+    from mox.io.tcp import TcpTransport
+
+    port_a, port_b = free_ports(2)
+
+    def make(node_id: int, listen: int, peer: int, peer_port: int) -> TcpTransport:
+        return TcpTransport(
+            node_id,
+            ("127.0.0.1", listen),
+            {peer: ("127.0.0.1", peer_port)},
+            1 << 20,
+            4 * _BURST_FRAMES,
+            _QuietLogger(),
+            cluster_id="bench",
+            random=random.Random(node_id),
+        )
+
+    a, b = make(1, port_a, 2, port_b), make(2, port_b, 1, port_a)
+    await a.start()
+    await b.start()
+    try:
+        while a.connected_peers() != [2] or b.connected_peers() != [1]:
+            await asyncio.sleep(0.01)
+        # Round trips: B echoes every frame back.
+        answered = asyncio.Event()
+        a.set_receiver(lambda _src, _payload: answered.set())
+        b.set_receiver(lambda _src, data: b.send(1, data))
+        round_trips = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < duration_s / 2:
+            answered.clear()
+            a.send(2, payload)
+            await answered.wait()
+            round_trips += 1
+        rtt_us = (time.perf_counter() - started) / round_trips * 1e6
+        # Throughput: bursts of frames A -> B, each burst waited for before the next.
+        received = 0
+        burst_done = asyncio.Event()
+
+        def count(_src: int, _data: bytes) -> None:
+            nonlocal received
+            received += 1
+            if received % _BURST_FRAMES == 0:
+                burst_done.set()
+
+        b.set_receiver(count)
+        started = time.perf_counter()
+        while time.perf_counter() - started < duration_s / 2:
+            burst_done.clear()
+            for _ in range(_BURST_FRAMES):
+                a.send(2, payload)
+            await burst_done.wait()
+        frames_per_s = received / (time.perf_counter() - started)
+        assert a.stats.send_dropped_queue_full == {}
+        return rtt_us, frames_per_s
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _transport_raw(payload: bytes, duration_s: float) -> tuple[float, float]:
+    """The same two measurements over bare asyncio streams: a 4-byte length prefix, no
+    header, checksum, handshake or queue (the floor the transport's framing costs against)."""
+    mode = {"echo": True}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frames = 0
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                size = int.from_bytes(await reader.readexactly(4), "little")
+                data = await reader.readexactly(size)
+                if mode["echo"]:
+                    writer.write(size.to_bytes(4, "little") + data)
+                else:
+                    frames += 1
+                    if frames % _BURST_FRAMES == 0:
+                        writer.write(b"k")
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    frame = len(payload).to_bytes(4, "little") + payload
+    try:
+        round_trips = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < duration_s / 2:
+            writer.write(frame)
+            size = int.from_bytes(await reader.readexactly(4), "little")
+            await reader.readexactly(size)
+            round_trips += 1
+        rtt_us = (time.perf_counter() - started) / round_trips * 1e6
+        mode["echo"] = False
+        sent = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < duration_s / 2:
+            writer.writelines([frame] * _BURST_FRAMES)
+            sent += _BURST_FRAMES
+            await reader.readexactly(1)
+        frames_per_s = sent / (time.perf_counter() - started)
+        return rtt_us, frames_per_s
+    finally:
+        writer.close()
+        server.close()
+
+
+async def _bench_transport(payload_size_bytes: int, duration_s: float) -> list[dict[str, Any]]:
+    payload = bytes(payload_size_bytes)
+    raw_rtt_us, raw_fps = await _transport_raw(payload, duration_s)
+    mox_rtt_us, mox_fps = await _transport_mox(payload, duration_s)
+    return [
+        {
+            "metric": f"round trip, {payload_size_bytes} B",
+            "unit": "us",
+            "mox": round(mox_rtt_us, 1),
+            "baseline": round(raw_rtt_us, 1),
+            "ratio": round(raw_rtt_us / mox_rtt_us, 2),
+        },
+        {
+            "metric": f"one-way frames, {payload_size_bytes} B",
+            "unit": "frames/s",
+            "mox": round(mox_fps),
+            "baseline": round(raw_fps),
+            "ratio": round(mox_fps / raw_fps, 2),
+        },
+    ]
+
+
+def _print_transport(rows: list[dict[str, Any]]) -> None:
+    click.echo(
+        f"{'transport':<26} {'TcpTransport':>12} {'raw streams':>12} {'unit':<9} ratio (>1 better)"
+    )
+    for row in rows:
+        click.echo(
+            f"{row['metric']:<26} {row['mox']:>12,} {row['baseline']:>12,} {row['unit']:<9} "
+            f"{row['ratio']:.2f}x"
+        )
+
+
 # -- the command -----------------------------------------------------------------------------
 
 
@@ -660,6 +818,8 @@ def command(
         f"{os.cpu_count()} CPUs"
     )
     load_before = os.getloadavg()[0]
+    transport = asyncio.run(_bench_transport(value_size_bytes, min(duration_s, 4.0)))
+    _print_transport(transport)
     with _scratch_dir(data_dir) as root:
         results = asyncio.run(
             _bench(root, client_counts, duration_s, value_size_bytes, not no_etcd, node_loop)
@@ -677,6 +837,7 @@ def command(
             "load_average_1m": [round(load_before, 2), round(load_after, 2)],
             "duration_s": duration_s,
             "results": [r.as_json() for r in results],
+            "transport": transport,
         }
         Path(json_path).write_text(json.dumps(document, indent=2) + "\n")
         click.echo(f"wrote {json_path}")

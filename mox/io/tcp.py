@@ -78,11 +78,13 @@ _KINDS: Final = (KIND_HELLO, KIND_WELCOME, KIND_REFUSE, KIND_DATA)
 
 _HEADER: Final = struct.Struct("<IHBBIIQ")
 HEADER_SIZE_BYTES: Final = _HEADER.size
-_CHECKED_PREFIX_BYTES: Final = HEADER_SIZE_BYTES - 8  # everything before the checksum
+_PREFIX: Final = struct.Struct("<IHBBII")  # the header up to the checksum, which covers it
+_CHECKED_PREFIX_BYTES: Final = _PREFIX.size
 _HELLO: Final = struct.Struct("<IB")  # node id, cluster id length; then the cluster id (UTF-8)
 _REFUSE_REASON_MAX_BYTES: Final = 512
 _NODE_ID_MAX: Final = 2**32 - 1
 _CLOSE_WAIT_S: Final = 1.0
+_READ_CHUNK_BYTES: Final = 256 * 1024
 CLUSTER_ID_MAX_BYTES: Final = 64
 
 assert HEADER_SIZE_BYTES == 24
@@ -137,8 +139,8 @@ def encode_frame(kind: int, sender: NodeId, payload: bytes | memoryview) -> byte
     assert kind in _KINDS, kind
     assert 0 <= sender <= _NODE_ID_MAX, sender
     assert len(payload) < 2**32
-    prefix = _HEADER.pack(MAGIC, VERSION, kind, 0, sender, len(payload), 0)[:_CHECKED_PREFIX_BYTES]
-    frame = prefix + _checksum(prefix, payload).to_bytes(8, "little") + bytes(payload)
+    prefix = _PREFIX.pack(MAGIC, VERSION, kind, 0, sender, len(payload))
+    frame = b"".join((prefix, _checksum(prefix, payload).to_bytes(8, "little"), payload))
     assert len(frame) == HEADER_SIZE_BYTES + len(payload)
     return frame
 
@@ -150,11 +152,13 @@ def decode_header(header: bytes, max_message_size_bytes: int) -> FrameHeader:
     payload is read, so an oversized frame never makes the receiver allocate it.
     """
     assert len(header) == HEADER_SIZE_BYTES
-    magic, version, kind, _reserved, sender, length_bytes, checksum = _HEADER.unpack(header)
+    magic, version, kind, reserved, sender, length_bytes, checksum = _HEADER.unpack(header)
     if magic != MAGIC:
         raise FrameError("bad_magic", f"magic {magic:#010x}, expected {MAGIC:#010x}")
     if version != VERSION:
         raise FrameError("bad_version", f"version {version}, expected {VERSION}")
+    if reserved != 0:
+        raise FrameError("bad_header", f"reserved byte is {reserved}, expected 0")
     if kind not in _KINDS:
         raise FrameError("bad_kind", f"unknown frame kind {kind}")
     if length_bytes > max_message_size_bytes:
@@ -186,12 +190,10 @@ async def _read_frame(
     reader: asyncio.StreamReader, max_message_size_bytes: int
 ) -> tuple[FrameHeader, bytes]:
     """One validated frame. Raises FrameError, or IncompleteReadError at end of stream."""
-    header = decode_header(await reader.readexactly(HEADER_SIZE_BYTES), max_message_size_bytes)
+    raw_header = await reader.readexactly(HEADER_SIZE_BYTES)
+    header = decode_header(raw_header, max_message_size_bytes)
     payload = await reader.readexactly(header.length_bytes)
-    prefix = _HEADER.pack(MAGIC, VERSION, header.kind, 0, header.sender, header.length_bytes, 0)[
-        :_CHECKED_PREFIX_BYTES
-    ]
-    actual = _checksum(prefix, payload)
+    actual = _checksum(raw_header[:_CHECKED_PREFIX_BYTES], payload)
     if actual != header.checksum:
         raise FrameError(
             "bad_checksum", f"checksum {actual:#018x} != header {header.checksum:#018x}"
@@ -590,20 +592,51 @@ class TcpTransport:
         return header.sender
 
     async def _read_loop(self, reader: asyncio.StreamReader, sender: NodeId, remote: str) -> None:
+        """Deliver DATA frames until the connection ends (IncompleteReadError) or one is bad.
+
+        Frames are parsed out of whatever bytes have arrived, many per read: two awaits per
+        frame (header, then payload) would cost more than the parsing itself. A header is
+        validated (size limit included) as soon as its 24 bytes are in, before its payload.
+        """
+        buffer = bytearray()
         while True:
-            header, payload = await _read_frame(reader, self._max_message_size_bytes)
-            if header.kind != KIND_DATA:
-                raise FrameError("bad_kind", f"frame kind {header.kind} after the handshake")
-            if header.sender != sender:
-                raise FrameError(
-                    "bad_sender", f"frame from node {header.sender} on node {sender}'s connection"
-                )
-            self.stats.frames_received += 1
-            self.stats.bytes_received += HEADER_SIZE_BYTES + len(payload)
-            if self._receiver is None:
-                self.stats.count_rejected("no_receiver")
-                continue
-            self._receiver(sender, payload)
+            chunk = await reader.read(_READ_CHUNK_BYTES)
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(buffer), None)
+            buffer += chunk
+            offset = 0
+            while len(buffer) - offset >= HEADER_SIZE_BYTES:
+                raw_header = bytes(buffer[offset : offset + HEADER_SIZE_BYTES])
+                header = decode_header(raw_header, self._max_message_size_bytes)
+                end = offset + HEADER_SIZE_BYTES + header.length_bytes
+                if len(buffer) < end:
+                    break  # the payload is still on its way
+                payload = bytes(buffer[offset + HEADER_SIZE_BYTES : end])
+                offset = end
+                self._deliver(sender, raw_header, header, payload)
+            del buffer[:offset]
+            assert len(buffer) < HEADER_SIZE_BYTES + self._max_message_size_bytes
+
+    def _deliver(
+        self, sender: NodeId, raw_header: bytes, header: FrameHeader, payload: bytes
+    ) -> None:
+        actual = _checksum(raw_header[:_CHECKED_PREFIX_BYTES], payload)
+        if actual != header.checksum:
+            raise FrameError(
+                "bad_checksum", f"checksum {actual:#018x} != header {header.checksum:#018x}"
+            )
+        if header.kind != KIND_DATA:
+            raise FrameError("bad_kind", f"frame kind {header.kind} after the handshake")
+        if header.sender != sender:
+            raise FrameError(
+                "bad_sender", f"frame from node {header.sender} on node {sender}'s connection"
+            )
+        self.stats.frames_received += 1
+        self.stats.bytes_received += HEADER_SIZE_BYTES + len(payload)
+        if self._receiver is None:
+            self.stats.count_rejected("no_receiver")
+            return
+        self._receiver(sender, payload)
 
 
 class _StatsCollector:
