@@ -411,3 +411,32 @@ def test_truncated_segment_file_is_corruption(env: Env) -> None:
         os.truncate(os.path.join(env.tmp, name), 100)
     with pytest.raises(CorruptionError, match="too short"):
         open_wal(env)
+
+
+def test_reads_and_appends_during_truncate_and_reset_see_the_new_log(env: Env) -> None:
+    wal = open_wal(env)
+    for i in range(10):
+        wal.append(1, b"old %d" % i)
+    env.run(wal.commit())
+
+    async def scenario() -> None:
+        truncating = asyncio.ensure_future(wal.truncate_suffix(5))
+        await asyncio.sleep(0)  # truncate runs until its first I/O wait (or to the end)
+        assert wal.last_seq == 4
+        assert wal.append(2, b"new 5") == 5
+        assert [r.body for r in wal.read(4, 5)] == [b"old 3", b"new 5"]
+        await truncating
+        await wal.commit()
+        resetting = asyncio.ensure_future(wal.reset(100))
+        await asyncio.sleep(0)
+        assert (wal.first_seq, wal.last_seq) == (100, 99)
+        assert wal.append(3, b"first after reset") == 100
+        await resetting
+        await wal.commit()
+
+    env.run(scenario())
+    wal.close()
+    env.crash()
+    wal = open_wal(env)
+    assert (wal.first_seq, wal.last_seq) == (100, 100)
+    assert wal.read(100, 100)[0].body == b"first after reset"

@@ -347,12 +347,16 @@ class Wal:
         return _Segment(self._fs.open(name), header)
 
     async def _start_log(self, next_seq: int) -> None:
-        segment = await self._create_segment(next_seq, 0, log_start=True)
-        self._segments = [segment]
-        self._segment_firsts = [next_seq]
+        """An empty log whose next append gets next_seq (state first, then the segment)."""
+        assert not self._pending
+        self._segments = []
+        self._segment_firsts = []
         self._next_seq = next_seq
         self._durable_seq = next_seq - 1
         self._tail_checksum = 0
+        segment = await self._create_segment(next_seq, 0, log_start=True)
+        self._segments = [segment]
+        self._segment_firsts = [next_seq]
         self._check_invariants()
 
     # -- append and group commit -------------------------------------------------------
@@ -529,7 +533,8 @@ class Wal:
             # 1. A fence segment at seq, of a new epoch, appears atomically (replacing a
             #    segment of that name): it hides the owner's records from seq on, and makes
             #    every later segment obsolete. 2. Those later segments go. A crash before 1
-            #    leaves the old log; after 1, recovery finishes 2 itself.
+            #    leaves the old log; after 1, recovery finishes 2 itself. The in-memory log
+            #    changes first, so that reads and appends during the I/O see the new log.
             doomed = [s for s in self._segments if s.first_seq >= seq]
             kept = self._segments[: len(self._segments) - len(doomed)]
             owner = kept[-1]
@@ -537,19 +542,21 @@ class Wal:
             parent = owner.checksum_before(seq)
             for segment in doomed:
                 segment.file.close()
+            owner.trim(seq)
+            self._segments = kept
+            self._segment_firsts = [s.first_seq for s in kept]
+            self._next_seq = seq
+            self._durable_seq = seq - 1
+            self._tail_checksum = parent
             self._epoch += 1
             fence = await self._create_segment(seq, parent, log_start=False)
+            self._segments.append(fence)
+            self._segment_firsts.append(seq)
             later = [s for s in doomed if s.first_seq > seq]
             for segment in later:
                 self._fs.remove(_segment_name(segment.first_seq))
             if later:
                 await self._fs.sync_dir(WAL_DIR)
-            owner.trim(seq)
-            self._segments = [*kept, fence]
-            self._segment_firsts = [s.first_seq for s in self._segments]
-            self._next_seq = seq
-            self._durable_seq = seq - 1
-            self._tail_checksum = parent
             self._check_invariants()
 
     async def drop_prefix(self, seq: int) -> None:
@@ -562,13 +569,14 @@ class Wal:
                 count += 1
             if count == 0:
                 return
-            for segment in self._segments[:count]:  # oldest first: a crash keeps a suffix
-                segment.file.close()
-                self._fs.remove(_segment_name(segment.first_seq))
-            await self._fs.sync_dir(WAL_DIR)
+            dropped = self._segments[:count]
             del self._segments[:count]
             del self._segment_firsts[:count]
             assert self.first_seq <= seq
+            for segment in dropped:  # oldest first: a crash keeps a suffix
+                segment.file.close()
+                self._fs.remove(_segment_name(segment.first_seq))
+            await self._fs.sync_dir(WAL_DIR)
             self._check_invariants()
 
     async def reset(self, next_seq: int) -> None:
@@ -591,8 +599,6 @@ class Wal:
         for segment in old:
             segment.file.close()
         self._epoch += 1
-        self._segments = []
-        self._segment_firsts = []
         await self._start_log(next_seq)
         others = [s for s in old if s.first_seq != next_seq]
         for segment in others:
