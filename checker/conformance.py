@@ -160,10 +160,15 @@ def specs_dir() -> Path:
 
 CHUNK_INTS = 2400
 
-# One event: action, node, message (0: none), then the state after the step (zeros for the
-# network's events): term, role, voted_for (0: null), commit_index, last_index, last_term,
-# snapshot_index, snapshot_term, config (an index into TraceConfigs; 0: none).
-EVENT_WIDTH = 12
+# One event: action + ACTION_RADIX * node, message (0: none), state after the step (0: none,
+# for the network's events). Messages, states and member sets are tables of distinct rows.
+EVENT_WIDTH = 3
+ACTION_RADIX = 32
+# One state: term, role + 4 * voted_for (0: null) + VOTE_RADIX * 4 * config (an index into
+# TraceConfigs), commit_index, last_index, last_term, snapshot_index, snapshot_term.
+STATE_WIDTH = 7
+VOTE_RADIX = 1024
+CONFIGS_MAX = (2**31 - 1) // (4 * VOTE_RADIX)
 # One message: type, src, dst, term, then five fields whose meaning depends on the type:
 #   RequestVote              last_log_term, last_log_index
 #   RequestVoteResponse      vote_granted (0/1)
@@ -213,6 +218,8 @@ class _Encoder:
         self.events: list[int] = []
         self.messages: list[int] = []
         self.entries: list[int] = []
+        self.states: list[int] = []
+        self._state_ids: dict[tuple[int, ...], int] = {}
         self.configs: dict[tuple[int, ...], int] = {}
         self._message_ids: dict[tuple[int, ...], int] = {}
 
@@ -261,30 +268,43 @@ class _Encoder:
         self._message_ids[key] = index
         return index
 
+    def state(self, state: Mapping[str, Any]) -> int:
+        """The state's 1-based index in the table, adding it unless an equal one is there."""
+        voted_for = state["voted_for"]
+        vote = 0 if voted_for is None else voted_for
+        if vote >= VOTE_RADIX:
+            raise ConformanceError(f"node id {vote} is above the checker's limit {VOTE_RADIX - 1}")
+        config = self.config(state["config"])
+        if config > CONFIGS_MAX:
+            raise ConformanceError(f"more than {CONFIGS_MAX} distinct configurations in one batch")
+        row = (
+            state["term"],
+            _ROLE_CODE[state["role"]] + 4 * vote + 4 * VOTE_RADIX * config,
+            state["commit_index"],
+            state["last_index"],
+            state["last_term"],
+            state["snapshot_index"],
+            state["snapshot_term"],
+        )
+        assert len(row) == STATE_WIDTH
+        known = self._state_ids.get(row)
+        if known is not None:
+            return known
+        self.states.extend(row)
+        index = len(self.states) // STATE_WIDTH
+        self._state_ids[row] = index
+        return index
+
     def event(self, event: TraceEvent) -> None:
+        if event.node >= 2**31 // ACTION_RADIX:
+            raise ConformanceError(f"node id {event.node} is above the checker's limit")
         msg = self.message(event.msg) if event.msg is not None else 0
-        row = [_ACTION_CODE[event.action], event.node, msg]
-        state = event.state
-        if state is None:
+        if event.state is None:
             assert event.action in NETWORK_ACTIONS
-            row.extend([0] * (EVENT_WIDTH - 3))
+            state = 0
         else:
-            voted_for = state["voted_for"]
-            row.extend(
-                (
-                    state["term"],
-                    _ROLE_CODE[state["role"]],
-                    0 if voted_for is None else voted_for,
-                    state["commit_index"],
-                    state["last_index"],
-                    state["last_term"],
-                    state["snapshot_index"],
-                    state["snapshot_term"],
-                    self.config(state["config"]),
-                )
-            )
-        assert len(row) == EVENT_WIDTH
-        self.events.extend(row)
+            state = self.state(event.state)
+        self.events.extend((_ACTION_CODE[event.action] + ACTION_RADIX * event.node, msg, state))
 
 
 def _chunked(name: str, ints: list[int], files: dict[str, str]) -> str:
@@ -338,6 +358,7 @@ def trace_data_module(traces: Sequence[Trace], stuck_at: Sequence[int] | None = 
     events = _chunked("events", encoder.events, files)
     messages = _chunked("messages", encoder.messages, files)
     entries = _chunked("entries", encoder.entries, files)
+    states = _chunked("states", encoder.states, files)
     configs = "<<" + ", ".join(_tla_set(c) for c in encoder.configs) + ">>"
     extends = ", ".join(["Sequences", *(n.removesuffix(".tla") for n in files)])
     files["TraceData.tla"] = (
@@ -352,12 +373,16 @@ def trace_data_module(traces: Sequence[Trace], stuck_at: Sequence[int] | None = 
         f"TraceEventInts == {events}\n"
         f"TraceMsgInts == {messages}\n"
         f"TraceEntryInts == {entries}\n"
+        f"TraceStateInts == {states}\n"
         f"TraceConfigs == {configs}\n"
         f"TraceActionNames == {_names(ACTIONS)}\n"
         f"TraceRoleNames == {_names(ROLES)}\n"
         f"TraceMsgTypeNames == {_names(_MESSAGE_TYPES)}\n"
         f"TraceKindNames == {_names(ENTRY_KINDS)}\n"
         f"TraceEventWidth == {EVENT_WIDTH}\n"
+        f"TraceStateWidth == {STATE_WIDTH}\n"
+        f"TraceActionRadix == {ACTION_RADIX}\n"
+        f"TraceVoteRadix == {VOTE_RADIX}\n"
         f"TraceMsgWidth == {MESSAGE_WIDTH}\n"
         f"TraceEntryWidth == {ENTRY_WIDTH}\n"
         "====\n"

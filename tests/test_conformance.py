@@ -149,15 +149,19 @@ def test_data_module_layout() -> None:
     assert "TraceLens == <<13, 13>>" in text
     assert "TraceConfigs == <<{1, 2, 3}>>" in text
     chunks = {name: body for name, body in files.items() if name != "TraceData.tla"}
-    # Events: 2 traces x 13 lines x 12 ints; messages: RV, RVR, AE, AER (4 x 9 ints); entries: 1 x 3.
+    # Events: 2 traces x 13 lines x 3 ints; distinct states: 6 x 7 ints; messages: RV, RVR,
+    # AE, AER (4 x 9 ints); entries: 1 x 3.
     ints = [
         sorted(int(v) for v in body.split("V == <<")[1].split(">>")[0].replace("\n", "").split(","))
         for body in chunks.values()
     ]
-    assert sorted(len(v) for v in ints) == [3, 36, 2 * 13 * 12]
+    assert sorted(len(v) for v in ints) == [3, 36, 42, 2 * 13 * 3]
     first_event = next(body for body in chunks.values() if "events" in body)
-    # Line 1: Timeout (action 2) by node 1, no message, term 1, candidate (2), voted for 1.
-    assert "V == <<\n2,1,0,1,2,1,0,0,0,0,0,1," in first_event
+    # Line 1: Timeout (action 2) by node 1 (2 + 32 * 1), no message, state 1.
+    assert "V == <<\n34,0,1,35,1,1," in first_event  # line 2: RequestVote (3 + 32), message 1, state 1
+    states = next(body for body in chunks.values() if "states" in body)
+    # State 1: term 1, candidate (2) + 4 * voted for 1 + 4096 * config 1, zeros.
+    assert "V == <<\n1,4102,0,0,0,0,0," in states
 
 
 def test_batches_split_by_servers(tmp_path: Path) -> None:

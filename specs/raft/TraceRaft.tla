@@ -84,8 +84,9 @@ TheValue == CHOOSE v \in Value : TRUE
 \* Decoding.  TraceData holds the traces as flat tuples of integers (SANY
 \* parses those far faster than records; checker/conformance.py documents
 \* the layout): TraceEventInts (TraceEventWidth integers per line),
-\* TraceMsgInts (TraceMsgWidth per distinct message), TraceEntryInts
-\* (TraceEntryWidth per entry), TraceConfigs (distinct member sets).  The
+\* TraceMsgInts (TraceMsgWidth per distinct message), TraceStateInts
+\* (TraceStateWidth per distinct state), TraceEntryInts (TraceEntryWidth per
+\* entry), TraceConfigs (distinct member sets).  The
 \* decoding below turns them into records once (TraceLogs is a constant),
 \* with messages already in the spec's vocabulary; the table above is the
 \* mapping it implements.
@@ -130,25 +131,35 @@ DecodeMsg(m) ==
                 [mtype |-> type, mterm |-> term, msource |-> src, mdest |-> dst,
                  mmatchIndex |-> F(1)]
 
+StInt(x, f)  == TraceStateInts[(x - 1) * TraceStateWidth + f]
+
+\* State x of the table as the observed values in spec terms.
+DecodeState(x) ==
+    LET packed == StInt(x, 2)
+        role   == packed % 4
+        vote   == (packed \div 4) % TraceVoteRadix
+        conf   == packed \div (4 * TraceVoteRadix)
+    IN  [term           |-> StInt(x, 1),
+         role           |-> TraceRoleNames[role],
+         voted_for      |-> IF vote = 0 THEN Nil ELSE vote,
+         commit_index   |-> StInt(x, 3),
+         last_index     |-> StInt(x, 4),
+         last_term      |-> StInt(x, 5),
+         snapshot_index |-> StInt(x, 6),
+         snapshot_term  |-> StInt(x, 7),
+         config         |-> TraceConfigs[conf]]
+
 \* Line k (0-based over the batch) as [action, node, msg, state]; msg is the
-\* spec's message record; state holds the observed values in spec terms.
+\* spec's message record; state holds the observed values in spec terms (a
+\* dummy for the network's lines, which observe no node).
 DecodeEvent(k) ==
-    LET m    == EvInt(k, 3)
-        role == EvInt(k, 5)
-        vote == EvInt(k, 6)
-        conf == EvInt(k, 12)
-    IN  [action |-> TraceActionNames[EvInt(k, 1)],
-         node   |-> EvInt(k, 2),
+    LET head == EvInt(k, 1)
+        m    == EvInt(k, 2)
+        x    == EvInt(k, 3)
+    IN  [action |-> TraceActionNames[head % TraceActionRadix],
+         node   |-> head \div TraceActionRadix,
          msg    |-> IF m = 0 THEN [mtype |-> "None"] ELSE DecodeMsg(m),
-         state  |-> [term           |-> EvInt(k, 4),
-                     role           |-> IF role = 0 THEN "none" ELSE TraceRoleNames[role],
-                     voted_for      |-> IF vote = 0 THEN Nil ELSE vote,
-                     commit_index   |-> EvInt(k, 7),
-                     last_index     |-> EvInt(k, 8),
-                     last_term      |-> EvInt(k, 9),
-                     snapshot_index |-> EvInt(k, 10),
-                     snapshot_term  |-> EvInt(k, 11),
-                     config         |-> IF conf = 0 THEN {} ELSE TraceConfigs[conf]]]
+         state  |-> IF x = 0 THEN [none |-> TRUE] ELSE DecodeState(x)]
 
 TraceLogs ==
     [x \in 1..Len(TraceLens) |->
