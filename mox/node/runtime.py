@@ -245,6 +245,8 @@ class Node:
         self._next_tick_s = 0.0
         self._stopping = False
         self.stopped = False
+        self.persisting = False
+        self.persisting_vote = False
         self.failure: BaseException | None = None
         transport.set_receiver(self._receive)
 
@@ -557,6 +559,13 @@ class Node:
         self.stats.readies += 1
         for msg in rd.messages_now:
             self._send(msg)
+        # True while this Ready's state is on its way to disk: the simulator aims crashes
+        # at this window, where durability-ordering bugs live.
+        self.persisting = bool(rd.must_sync)
+        old = self._superblock_state
+        self.persisting_vote = rd.hard_state is not None and (
+            (rd.hard_state.term, rd.hard_state.vote) != (old.term, old.vote)
+        )
         if rd.snapshot is not None:
             await self._install_snapshot(rd.snapshot)
         appended: list[tuple[int, int, int]] = []
@@ -573,6 +582,8 @@ class Node:
             self.stats.wal_commits += 1
         if rd.hard_state is not None:
             await self._persist_hard_state(rd.hard_state)
+        self.persisting = False
+        self.persisting_vote = False
         for msg in rd.messages_after_persist:
             self._send(msg)
         applied: list[tuple[int, int]] = []

@@ -465,8 +465,37 @@ class World:
             down = len(self.node_ids) - len(running)
             if down >= down_max or not running:
                 continue
+            if self._fault_rng.random() < 0.5:
+                # Aimed: crash a node while a Ready of it is being persisted (its messages
+                # that may leave early are out, its state not yet durable), and bring it
+                # back soon, while messages of the same election are still in flight.
+                victim_or_none = await self._await_persisting(2.0)
+                if victim_or_none is None:
+                    continue
+                self._count("crash_during_persist")
+                self.crash(victim_or_none, restart_after_s=self._uniform(0.005, 0.1))
+                continue
             victim = self._pick(running)
             self.crash(victim, restart_after_s=self._uniform(0.05, 1.5))
+
+    async def _await_persisting(self, timeout_s: float) -> int | None:
+        """The first running node seen persisting a term or vote within `timeout_s` (polled
+        each 0.5 ms), else one persisting anything at the end, else None."""
+        down_max = (self.config.nodes - 1) // 2
+        for _ in range(int(timeout_s / 0.0005)):
+            await asyncio.sleep(0.0005)
+            running = [n for n in self.node_ids if self.nodes[n] is not None]
+            if len(self.node_ids) - len(running) >= down_max:
+                return None
+            for node_id in running:
+                node = self.nodes[node_id]
+                if node is not None and node.persisting_vote:
+                    return node_id
+        for node_id in self.node_ids:
+            node = self.nodes[node_id]
+            if node is not None and node.persisting:
+                return node_id
+        return None
 
     async def _restart_after(self, node_id: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
