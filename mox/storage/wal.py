@@ -190,23 +190,31 @@ class Wal:
         fs = self._fs
         fs.mkdir(WAL_DIR)
         names: list[tuple[int, str]] = []
-        removed = False
+        leftovers: list[str] = []
         for entry in fs.listdir(WAL_DIR):
             if entry.endswith(".tmp"):
-                # A segment whose creation never finished: its header may not be durable.
-                fs.remove(f"{WAL_DIR}/{entry}")
-                removed = True
+                leftovers.append(f"{WAL_DIR}/{entry}")
                 continue
             match = _SEGMENT_NAME.match(entry)
             if match:
                 names.append((int(match.group(1)), f"{WAL_DIR}/{entry}"))
-        if removed:
-            await fs.sync_dir(WAL_DIR)
         names.sort()
-        if not names:
+        segments: list[_Segment] = []
+        try:
+            for first_seq, name in names:  # checks format and owner before changing anything
+                segments.append(self._open_segment(first_seq, name))
+        except BaseException:
+            for segment in segments:
+                segment.file.close()
+            raise
+        if leftovers:
+            # Segments whose creation never finished: their headers may not be durable.
+            for name in leftovers:
+                fs.remove(name)
+            await fs.sync_dir(WAL_DIR)
+        if not segments:
             await self._start_log(1)
             return
-        segments = [self._open_segment(first_seq, name) for first_seq, name in names]
         # Obsolete segments a crash left behind: everything before the newest log start (a
         # reset that did not finish), and every segment with a lower epoch than one before
         # it (a truncation that did not finish removing what it cut off).
