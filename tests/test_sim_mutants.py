@@ -44,3 +44,16 @@ def test_real_core_passes_the_seeds_that_catch_the_mutants() -> None:
         config = WorldConfig(seed=seed, faults=FaultPlan.parse("swarm"), duration_s=2.0)
         result = World(config).run()
         assert result.ok, result.summary_line()
+
+
+def test_a_violation_replays_exactly() -> None:
+    """The same seed stops at the same step with the same trace: `--seed N` replays it."""
+    runs = []
+    for _ in range(2):
+        config = WorldConfig(seed=7, faults=FaultPlan.parse("swarm"), duration_s=2.0)
+        world = World(config, core_class=mutants.NoTruncateConflict)
+        result = world.run()
+        assert result.violation is not None
+        assert world.trace is not None
+        runs.append((result.violation, result.steps, world.trace.text()))
+    assert runs[0] == runs[1]
