@@ -360,16 +360,16 @@ SOAK_SETTINGS = settings(
 )
 
 
-class TestWalCrashesSoak(TornWriteMachine.TestCase):  # type: ignore[name-defined,misc]
+class TestWalCrashesSoak(TornWriteMachine.TestCase):  # type: ignore[valid-type,misc]
     settings = SOAK_SETTINGS
     pytestmark = pytest.mark.soak
 
 
-class TestWalBitFlipsAtRestSoak(BitFlipAtRestMachine.TestCase):  # type: ignore[name-defined,misc]
+class TestWalBitFlipsAtRestSoak(BitFlipAtRestMachine.TestCase):  # type: ignore[valid-type,misc]
     settings = SOAK_SETTINGS
     pytestmark = pytest.mark.soak
 
 
-class TestWalMisdirectedWritesSoak(MisdirectedWriteMachine.TestCase):  # type: ignore[name-defined,misc]
+class TestWalMisdirectedWritesSoak(MisdirectedWriteMachine.TestCase):  # type: ignore[valid-type,misc]
     settings = SOAK_SETTINGS
     pytestmark = pytest.mark.soak
