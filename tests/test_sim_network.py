@@ -205,3 +205,28 @@ def test_overflow_bound_drops_beyond_in_flight_max() -> None:
 def test_bad_fault_options_name_the_field(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         NetworkFaults(**kwargs)
+
+
+def test_named_cuts_heal_independently() -> None:
+    network = SimNetwork(random.Random(10))
+    got: list[tuple[int, int]] = []
+
+    async def main() -> None:
+        eps = {n: network.endpoint(n) for n in (1, 2, 3)}
+        for n, ep in eps.items():
+            ep.set_receiver(lambda src, payload, n=n: got.append((src, n)))
+        network.partition([[1], [2, 3]])  # name "partition"
+        network.block(2, 3, name="asymmetric")
+        assert network.is_blocked(1, 2) and network.is_blocked(2, 3)
+        network.clear_cut("partition")
+        assert not network.is_blocked(1, 2)
+        assert network.is_blocked(2, 3) and not network.is_blocked(3, 2)
+        eps[1].send(2, b"a")
+        eps[2].send(3, b"b")
+        eps[3].send(2, b"c")
+        await asyncio.sleep(0.1)
+        network.heal()
+        assert not network.partitioned
+
+    run_virtual(main())
+    assert sorted(got) == [(1, 2), (3, 2)]
