@@ -294,6 +294,33 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _nat_ok(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _state_is_valid(state: dict[str, Any]) -> bool:
+    """The fast path of state validation (most lines are valid): True iff every field is
+    present and of its kind; False sends the line to the checks that name the field."""
+    try:
+        voted_for = state["voted_for"]
+        config = state["config"]
+        return (
+            _nat_ok(state["term"])
+            and state["role"] in ROLES
+            and (voted_for is None or (type(voted_for) is int and voted_for >= 1))
+            and _nat_ok(state["commit_index"])
+            and _nat_ok(state["last_index"])
+            and _nat_ok(state["last_term"])
+            and _nat_ok(state["snapshot_index"])
+            and _nat_ok(state["snapshot_term"])
+            and type(config) is list
+            and all(type(n) is int and n >= 1 for n in config)
+            and len(set(config)) == len(config)
+        )
+    except (KeyError, TypeError):
+        return False
+
+
 def _parse_event(c: _Checker, line: dict[str, Any]) -> TraceEvent:
     action = c.get(line, "action", "")
     if action not in ACTIONS:
@@ -310,8 +337,10 @@ def _parse_event(c: _Checker, line: dict[str, Any]) -> TraceEvent:
     state: dict[str, Any] | None = None
     if action not in NETWORK_ACTIONS:
         state = c.obj(c.get(line, "state", ""), "state")
-        for key, kind in STATE_FIELDS.items():
-            c.value(c.get(state, key, "state."), kind, f"state.{key}")
+        if not _state_is_valid(state):
+            # The slow path names the first bad field.
+            for key, kind in STATE_FIELDS.items():
+                c.value(c.get(state, key, "state."), kind, f"state.{key}")
     _check_args(c, action, args)
     return TraceEvent(
         line_no=c.line_no,
