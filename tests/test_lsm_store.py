@@ -491,3 +491,23 @@ def test_writes_reads_flushes_and_compactions_interleave() -> None:
         await reopened.close()
 
     run_virtual(scenario())
+
+
+def test_leftovers_of_a_crashed_first_start_are_cleaned(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        (tmp_path / "lsm").mkdir()
+        (tmp_path / "lsm" / "MANIFEST.tmp").write_bytes(b"half a manifest")
+        fs = RealFileSystem(str(tmp_path), backend="pwrite")
+        store = await LsmStore.open(fs, SMALL)
+        assert sorted(fs.listdir("lsm")) == ["MANIFEST"]
+        store.write_batch([(b"k", b"v")], 1)
+        await store.flush()
+        await store.close()
+        (tmp_path / "lsm" / "000099.sst").write_bytes(b"an unfinished table")
+        store = await LsmStore.open(fs, SMALL)
+        assert "000099.sst" not in fs.listdir("lsm")
+        assert store.get(b"k") == b"v"
+        await store.close()
+        fs.close()
+
+    asyncio.run(scenario())

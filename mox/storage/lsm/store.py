@@ -251,9 +251,11 @@ class LsmStore:
         # Tables a crash left behind (flush or compaction outputs never installed) go now.
         removed = False
         for name in names:
-            if name == "MANIFEST.tmp" or (
+            stale = name == "MANIFEST.tmp" or (
                 name.endswith(".sst") and _table_number(name) not in live
-            ):
+            )
+            # A fresh store's first manifest write may have consumed a leftover temp file.
+            if stale and fs.exists(f"{directory}/{name}"):
                 fs.remove(f"{directory}/{name}")
                 removed = True
         if removed:
