@@ -711,9 +711,11 @@ class RaftCore:
             self._emit("RequestVote", msg)
 
     def broadcast_append(self, *, send_if_empty: bool) -> None:
+        """Sends every follower what it lacks, up to its in-flight window (a heartbeat if
+        `send_if_empty` and there is nothing to send)."""
         for peer in self.log.config():
-            if peer != self.id:
-                self.send_append(peer, send_if_empty=send_if_empty)
+            if peer != self.id and self.send_append(peer, send_if_empty=send_if_empty):
+                self._send_pipeline(peer)
 
     def send_append(self, peer: int, *, send_if_empty: bool) -> bool:
         """Spec AppendEntries (or SendSnapshot if the entries are compacted). Returns whether
