@@ -213,26 +213,50 @@ class CompactionJob:
         assert not self.done
         assert max_bytes > 0
         budget_bytes = max_bytes
-        while budget_bytes > 0:
-            item = next(self._merged, None)
-            if item is None:
-                if self._pending:
+        bottom = self.plan.bottom
+        merged = self._merged
+        pending = self._pending
+        input_bytes = 0
+        try:
+            while budget_bytes > 0:
+                item = next(merged, None)
+                if item is None:
+                    if self._pending:
+                        await self._write_output()
+                    self.done = True
+                    return True
+                key, versions = item
+                if len(versions) == 1:
+                    # The common case, inlined: one version, kept unless a bottom tombstone.
+                    value = versions[0][1]
+                    if value is None:
+                        entry_bytes = len(key)
+                        budget_bytes -= entry_bytes
+                        input_bytes += entry_bytes
+                        if bottom:
+                            continue
+                    else:
+                        entry_bytes = len(key) + len(value)
+                        budget_bytes -= entry_bytes
+                        input_bytes += entry_bytes
+                    pending.append((key, versions))
+                    self._pending_bytes += entry_bytes + ENTRY_OVERHEAD_BYTES
+                else:
+                    entry_bytes = _entry_bytes(key, versions)
+                    budget_bytes -= entry_bytes
+                    input_bytes += entry_bytes
+                    kept = retain_versions(versions, snapshot_seqs, bottom=bottom)
+                    if not kept:
+                        continue
+                    pending.append((key, kept))
+                    self._pending_bytes += _entry_bytes(key, kept) + ENTRY_OVERHEAD_BYTES * len(
+                        kept
+                    )
+                if self._pending_bytes >= self._table_size_bytes:
                     await self._write_output()
-                self.done = True
-                return True
-            key, versions = item
-            entry_bytes = _entry_bytes(key, versions)
-            budget_bytes -= entry_bytes
-            self.input_bytes += entry_bytes
-            kept = retain_versions(versions, snapshot_seqs, bottom=self.plan.bottom)
-            if not kept:
-                continue
-            self._pending.append((key, kept))
-            if kept is not versions:
-                entry_bytes = _entry_bytes(key, kept)
-            self._pending_bytes += entry_bytes + ENTRY_OVERHEAD_BYTES * len(kept)
-            if self._pending_bytes >= self._table_size_bytes:
-                await self._write_output()
+                    pending = self._pending
+        finally:
+            self.input_bytes += input_bytes
         return False
 
     async def _write_output(self) -> None:
@@ -240,8 +264,7 @@ class CompactionJob:
         assert pending
 
         async def fill(writer: TableWriter) -> None:
-            for key, versions in pending:
-                writer.add(key, versions)
+            writer.add_many(pending)
 
         table = await write_verified_table(
             self._fs,

@@ -164,6 +164,31 @@ class TableWriter:
         if self._block_bytes >= self._block_size_bytes:
             self._write_block()
 
+    def add_many(self, entries: Sequence[tuple[bytes, Sequence[Version]]]) -> None:
+        """`add` for each (key, versions), with the single-version case kept tight."""
+        add = self.add
+        all_keys = self._all_keys
+        keys, seqs, values = self._keys, self._seqs, self._values
+        block_size_bytes = self._block_size_bytes
+        for key, versions in entries:
+            if len(versions) != 1:
+                add(key, versions)
+                keys, seqs, values = self._keys, self._seqs, self._values
+                continue
+            assert not all_keys or key > all_keys[-1], "keys are added in strictly ascending order"
+            all_keys.append(key)
+            seq, value = versions[0]
+            keys.append(key)
+            seqs.append(seq)
+            values.append(value)
+            self._entry_count += 1
+            self._block_bytes += (
+                len(key) + (len(value) if value is not None else 0) + _ENTRY_OVERHEAD_BYTES
+            )
+            if self._block_bytes >= block_size_bytes:
+                self._write_block()
+                keys, seqs, values = self._keys, self._seqs, self._values
+
     def _write_block(self) -> None:
         assert self._keys
         block_seq_min = min(self._seqs)

@@ -545,10 +545,17 @@ class LsmStore:
             snapshot_seqs = self._snapshot_seqs()
 
             async def fill(writer: TableWriter) -> None:
-                for count, (key, versions) in enumerate(memtable.items(), start=1):
-                    writer.add(key, retain_versions(versions, snapshot_seqs, bottom=False))
-                    if count % _FLUSH_YIELD_KEYS == 0:
+                chunk: list[tuple[bytes, Sequence[Version]]] = []
+                for key, versions in memtable.items():
+                    kept: Sequence[Version] = versions
+                    if len(versions) > 1:
+                        kept = retain_versions(versions, snapshot_seqs, bottom=False)
+                    chunk.append((key, kept))
+                    if len(chunk) >= _FLUSH_YIELD_KEYS:
+                        writer.add_many(chunk)
+                        chunk = []
                         await asyncio.sleep(0)
+                writer.add_many(chunk)
 
             table = await write_verified_table(
                 self._fs,
@@ -758,8 +765,7 @@ class LsmStore:
 
     async def _write_table(self, entries: list[tuple[bytes, Sequence[Version]]]) -> Table:
         async def fill(writer: TableWriter) -> None:
-            for key, versions in entries:
-                writer.add(key, versions)
+            writer.add_many(entries)
 
         return await write_verified_table(
             self._fs,
