@@ -11,6 +11,7 @@ invariant, step, trace file and the command that replays it), 2 on bad flags.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import tempfile
@@ -134,6 +135,9 @@ def command(
     if (seed is None) == (seeds is None):
         raise click.UsageError("give exactly one of --seed N or --seeds A..B")
     seed_list = [seed] if seed is not None else list(seeds or [])
+    # The core logs every message it rejects; the summary counts them by reason instead
+    # of a flood of warnings over hundreds of seeds.
+    logging.getLogger("mox.consensus.raft").setLevel(logging.ERROR)
     faults_text = faults.describe()
     args = {"nodes": int(nodes), "faults_text": faults_text, "steps": steps, "duration": duration}
     results: list[SimResult] = []
@@ -231,7 +235,10 @@ def _check_conformance(
 def _totals(results: list[SimResult]) -> dict[str, Any]:
     faults: dict[str, int] = {}
     checks: dict[str, int] = {}
+    rejected: dict[str, int] = {}
     for result in results:
+        for reason, count in result.messages_rejected.items():
+            rejected[reason] = rejected.get(reason, 0) + count
         for kind, count in result.faults_injected.items():
             faults[kind] = faults.get(kind, 0) + count
         for name, count in result.checks.items():
@@ -250,6 +257,7 @@ def _totals(results: list[SimResult]) -> dict[str, Any]:
         ),
         "faults_injected": dict(sorted(faults.items())),
         "checks": dict(sorted(checks.items())),
+        "messages_rejected": dict(sorted(rejected.items())),
     }
 
 
@@ -280,4 +288,6 @@ def _print_summary(console: Any, results: list[SimResult], faults_text: str) -> 
         table.add_row(f"fault: {kind}", str(count))
     for name, count in totals["checks"].items():
         table.add_row(f"check: {name}", str(count))
+    for reason, count in totals["messages_rejected"].items():
+        table.add_row(f"core rejected message: {reason}", str(count))
     console.print(table)

@@ -109,6 +109,8 @@ class SimResult:
     trace_sha256: str
     trace_lines: int
     linearizability: str
+    # Messages the cores dropped as impossible from a correct peer, by reason (RaftCore.rejected).
+    messages_rejected: dict[str, int] = attrs.field(factory=dict)
 
     def summary_line(self) -> str:
         verdict = (
@@ -187,6 +189,7 @@ class World:
         self._steps_since_prefix_check = 0
         self.steps = 0
         self.unexpected_errors: list[str] = []
+        self.messages_rejected: dict[str, int] = {}
         self._scheduled: list[tuple[float, Callable[[World], None]]] = []
 
     def at(self, time_s: float, action: Callable[[World], None]) -> None:
@@ -243,6 +246,7 @@ class World:
             faults_injected=dict(sorted(injected.items())),
             checks=dict(self.checker.checks),
             operations=self.history.counts(),
+            messages_rejected=dict(sorted(self.messages_rejected.items())),
             state_hash=self._state_hash,
             trace_sha256=xxhash.xxh3_128_hexdigest(trace_text.encode()),
             trace_lines=len(self.trace.lines) if self.trace is not None else 0,
@@ -320,9 +324,15 @@ class World:
             self._end_s = loop.time()
             self._state_hash = self._compute_state_hash()
             for node in self.nodes.values():
-                if node is not None and not node.stopped:
-                    node.crash()
+                if node is not None:
+                    self._collect_rejected(node)
+                    if not node.stopped:
+                        node.crash()
         return linearizability
+
+    def _collect_rejected(self, node: Node) -> None:
+        for reason, count in node.core.rejected.items():
+            self.messages_rejected[reason] = self.messages_rejected.get(reason, 0) + count
 
     async def _setup(self) -> None:
         stop = asyncio.Event()
@@ -404,6 +414,7 @@ class World:
         node = self.nodes[node_id]
         assert node is not None
         node.crash()
+        self._collect_rejected(node)
         self.disks[node_id].crash()
         self.nodes[node_id] = None
         self._count("crash")
