@@ -24,6 +24,7 @@ from pathlib import Path
 
 import attrs
 
+import mox
 from mox.consensus.raft import rafttest
 from mox.consensus.raft.core import RaftCore, Role
 from mox.consensus.raft.messages import (
@@ -333,6 +334,7 @@ def scenario_commands(path: Path) -> list[str]:
 def _with_header(trace: str, extra: dict[str, object]) -> str:
     lines = trace.splitlines()
     header = json.loads(lines[0])
+    header["header"]["mox_version"] = mox.__version__
     header["header"].update(extra)
     return "\n".join([json.dumps(header), *lines[1:]]) + "\n"
 
