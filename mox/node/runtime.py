@@ -421,7 +421,9 @@ class Node:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            # A run task that died has its exception in `self.failure` (the caller saw it
+            # through the task); stopping must still close everything.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._shut_down()
         await self._transport.close()
