@@ -430,6 +430,7 @@ def _parse_counterexample(lines: list[str]) -> tuple[TlcState, ...]:
                 # A value TLC wrapped over several lines.
                 variables[current] += " " + line.strip()
             i += 1
+        variables = {name: value.strip() for name, value in variables.items()}
         states.append(TlcState(number, action, location, variables))
     return tuple(states)
 
