@@ -594,9 +594,13 @@ def run_tlc(
     out_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="mox-tlc-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     output_path = out_dir / "tlc.out"
-    command = [java, "-XX:+UseParallelGC", "-cp", str(jar), "tlc2.TLC"]
     with tempfile.TemporaryDirectory(prefix="mox-tlc-meta-") as metadir:
-        command += ["-metadir", metadir, "-workers", str(workers), "-config", str(cfg_path.resolve())]
+        # TLC unpacks its standard modules (Naturals.tla, ...) into java.io.tmpdir; runs that
+        # share it race on those files and can read a half-written module.
+        java_tmp = Path(metadir) / "java-tmp"
+        java_tmp.mkdir()
+        command = [java, "-XX:+UseParallelGC", f"-Djava.io.tmpdir={java_tmp}", "-cp", str(jar)]
+        command += ["tlc2.TLC", "-metadir", str(Path(metadir) / "states"), "-workers", str(workers), "-config", str(cfg_path.resolve())]
         if not check_deadlock:
             command.append("-deadlock")
         if simulate:
