@@ -51,7 +51,13 @@ def test_every_action_of_the_readme_table_is_a_spec_operator() -> None:
     assert [a for a in actions if f"MC{a}" not in wrapped] == []
 
 
-@pytest.mark.parametrize("entry", CI, ids=[e.name for e in CI])
+def _param(entry: ManifestEntry) -> object:
+    # Models of more than ~50k distinct states take 10-30 s each on this machine.
+    slow = (entry.expected_distinct_states or 0) > 50_000
+    return pytest.param(entry, id=entry.name, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("entry", [_param(e) for e in CI])
 def test_ci_model(entry: ManifestEntry) -> None:
     result = run_model(entry, timeout_s=600)
     assert compare_with_manifest(entry, result) == [], result.output_path
