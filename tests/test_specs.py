@@ -58,8 +58,8 @@ def _param(entry: ManifestEntry) -> object:
 
 
 @pytest.mark.parametrize("entry", [_param(e) for e in CI])
-def test_ci_model(entry: ManifestEntry) -> None:
-    result = run_model(entry, timeout_s=600)
+def test_ci_model(entry: ManifestEntry, tmp_path: Path) -> None:
+    result = run_model(entry, timeout_s=600, output_dir=tmp_path)
     assert compare_with_manifest(entry, result) == [], result.output_path
     if entry.expected_result == "ok":
         assert result.counterexample == ()
@@ -91,7 +91,7 @@ def test_ci_model(entry: ManifestEntry) -> None:
 
 @pytest.mark.soak
 @pytest.mark.parametrize("entry", OPT_IN, ids=[e.name for e in OPT_IN])
-def test_opt_in_model(entry: ManifestEntry) -> None:
+def test_opt_in_model(entry: ManifestEntry, tmp_path: Path) -> None:
     """The larger models: minutes each; run with --soak."""
-    result = run_model(entry, timeout_s=3600)
+    result = run_model(entry, timeout_s=3600, output_dir=tmp_path)
     assert compare_with_manifest(entry, result) == [], result.output_path

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,15 @@ Grows == [][x' > x]_<<x, note>>
 Shrinks == [][x' < 2]_<<x, note>>
 ====
 """
+
+
+@pytest.fixture(autouse=True)
+def tlc_output_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLC's output directories go under tmp_path, not the system temporary directory."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
 
 
 def write_spec(folder: Path, *, limit: int = 3, bound: int = 10, cfg: str = "") -> Path:
