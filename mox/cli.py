@@ -85,7 +85,10 @@ def bench() -> None:
 def main() -> None:
     """Entry point: user errors become one line on stderr and an exit code, never a traceback."""
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns the code of ctx.exit(n) instead of exiting.
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
