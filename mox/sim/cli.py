@@ -236,7 +236,10 @@ def _totals(results: list[SimResult]) -> dict[str, Any]:
     faults: dict[str, int] = {}
     checks: dict[str, int] = {}
     rejected: dict[str, int] = {}
+    enabled: dict[str, int] = {}
     for result in results:
+        for kind in _plan_kinds(result.faults):
+            enabled[kind] = enabled.get(kind, 0) + 1
         for reason, count in result.messages_rejected.items():
             rejected[reason] = rejected.get(reason, 0) + count
         for kind, count in result.faults_injected.items():
@@ -258,7 +261,15 @@ def _totals(results: list[SimResult]) -> dict[str, Any]:
         "faults_injected": dict(sorted(faults.items())),
         "checks": dict(sorted(checks.items())),
         "messages_rejected": dict(sorted(rejected.items())),
+        "seeds_with_fault_enabled": {k: enabled[k] for k in FAULT_KINDS if k in enabled},
     }
+
+
+def _plan_kinds(described: str) -> list[str]:
+    """The kinds of a resolved plan as `FaultPlan.describe` wrote it (`none`, `a=0.5,b=1`)."""
+    if described == "none":
+        return []
+    return [item.split("=", 1)[0] for item in described.split(",")]
 
 
 def _json_report(results: list[SimResult]) -> dict[str, Any]:
@@ -277,13 +288,18 @@ def _print_summary(console: Any, results: list[SimResult], faults_text: str) -> 
     totals = _totals(results)
     table = Table(title=f"mox simulate — faults: {faults_text}", show_header=False)
     table.add_column("what")
-    table.add_column("value", justify="right")
+    table.add_column("value", justify="right", overflow="fold")
     table.add_row("seeds run", str(totals["seeds"]))
     table.add_row("violations", str(totals["violations"]))
     table.add_row("simulated time", f"{totals['simulated_s']:.1f} s")
     table.add_row("wall time", f"{totals['wall_s']:.1f} s")
     table.add_row("node steps", str(totals["steps"]))
     table.add_row("client operations", str(totals["operations"]))
+    if len(results) == 1:
+        table.add_row("fault plan", results[0].faults)
+    else:
+        for kind, count in totals["seeds_with_fault_enabled"].items():
+            table.add_row(f"seeds with {kind} on", str(count))
     for kind, count in totals["faults_injected"].items():
         table.add_row(f"fault: {kind}", str(count))
     for name, count in totals["checks"].items():
