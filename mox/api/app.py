@@ -123,6 +123,9 @@ class NodeApi(Protocol):
 
     def status(self) -> Any: ...
 
+    # Called by the runtime with the duration of each WAL group commit.
+    on_wal_sync: Callable[[float], None] | None
+
 
 class _NotLeaderHere(Exception):
     """Raised inside a handler to have the middleware forward the request to the leader."""
@@ -688,12 +691,14 @@ def create_app(
     `registry` is this node's own Prometheus registry; `logger` a structlog logger (see
     `mox.api.logs.make_logger`). `admin_token` enables POST /api/tenants (bootstrap); if
     None, the environment variable MOX_ADMIN_TOKEN is used; if neither, bootstrap is off.
-    The app's `ApiMetrics` is at `app[METRICS]`: wire `observe_wal_fsync` into the runtime.
+    The app's `ApiMetrics` is at `app[METRICS]`; its WAL fsync histogram is fed through the
+    node's `on_wal_sync` hook, set here.
     """
     token = admin_token if admin_token is not None else os.environ.get("MOX_ADMIN_TOKEN") or None
     api = _Api(node, config, ApiMetrics(registry, lambda: status_view(node)), logger, token)
     app = web.Application(middlewares=[api.middleware], client_max_size=REQUEST_BODY_MAX_BYTES)
     app[METRICS] = api.metrics
+    node.on_wal_sync = api.metrics.observe_wal_fsync
     app.on_cleanup.append(api.close)
     app.router.add_get("/health", api.health)
     app.router.add_get("/metrics", make_aiohttp_handler(registry))

@@ -116,6 +116,8 @@ class Health(_Response, frozen=True):
     leader_id: int | None
     commit_index: int
     applied_index: int
+    last_index: int
+    snapshot_index: int
     replication_lag_entries: dict[str, int]
 
 

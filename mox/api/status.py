@@ -18,6 +18,8 @@ class NodeStatusView:
     leader_id: int | None
     commit_index: int
     applied_index: int
+    last_index: int = 0
+    snapshot_index: int = 0
     # follower id -> entries behind the leader's last index (empty unless leader)
     replication_lag_entries: dict[int, int] = attrs.field(factory=dict)
 
@@ -29,26 +31,22 @@ class NodeStatusView:
             "leaderId": self.leader_id,
             "commitIndex": self.commit_index,
             "appliedIndex": self.applied_index,
+            "lastIndex": self.last_index,
+            "snapshotIndex": self.snapshot_index,
             "replicationLagEntries": {str(k): v for k, v in self.replication_lag_entries.items()},
         }
 
 
 def status_view(node: Any) -> NodeStatusView:
-    """The view of a `mox.node.runtime.Node`: its `status()`, plus replication lag from the
-    core's progress tracker when this node leads (followers report none)."""
+    """The view of a `mox.node.runtime.Node`: its `status()`, with replication lag computed
+    from the followers' match indexes when this node leads (followers report none)."""
     status = node.status()
     role = status.role
     role_name = str(getattr(role, "value", role))
-    lag: dict[int, int] = {}
-    core = getattr(node, "core", None)
-    members = getattr(getattr(node, "config", None), "members", ())
-    if role_name == "leader" and core is not None:
-        for member in members:
-            if member == status.node_id:
-                continue
-            progress = core.progress(member)
-            if progress is not None:
-                lag[int(member)] = max(0, int(status.last_index) - int(progress.match_index))
+    lag = {
+        int(member): max(0, int(status.last_index) - int(match))
+        for member, match in getattr(status, "match_index", {}).items()
+    }
     return NodeStatusView(
         node_id=int(status.node_id),
         role=role_name,
@@ -56,5 +54,7 @@ def status_view(node: Any) -> NodeStatusView:
         leader_id=None if status.leader_id is None else int(status.leader_id),
         commit_index=int(status.commit_index),
         applied_index=int(status.applied_index),
+        last_index=int(status.last_index),
+        snapshot_index=int(status.snapshot_index),
         replication_lag_entries=lag,
     )

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import attrs
@@ -164,6 +164,8 @@ class NodeStatus:
     applied_index: int
     last_index: int
     snapshot_index: int
+    # follower id -> its match index as this leader knows it (empty unless leader)
+    match_index: dict[int, int] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -230,6 +232,8 @@ class Node:
         self.machine = machine
         self.applied_index = applied_index
         self._observer = observer
+        # Called with the duration in seconds of each WAL group commit (the API's histogram).
+        self.on_wal_sync: Callable[[float], None] | None = None
         self.stats = NodeStats()
         self._inbox: deque[tuple[int, bytes]] = deque()
         self._proposals: deque[_Proposal] = deque()
@@ -273,7 +277,10 @@ class Node:
         Raises DataDirError (another node's or cluster's data), CorruptionError, FormatError.
         """
         superblock = Superblock.open(fs, cluster_id=config.cluster_id, node_id=config.node_id)
-        state = superblock.load()
+        # recover(), not load(): a write interrupted halfway leaves the newest state in only
+        # some copies; recover() rewrites the others so one more fault cannot bring back an
+        # older term or vote.
+        state = await superblock.recover()
         if state is None:
             state = await superblock.write(
                 SuperblockState(
@@ -403,6 +410,12 @@ class Node:
 
     def status(self) -> NodeStatus:
         core = self.core
+        match_index: dict[int, int] = {}
+        if core.role.value == "leader":
+            for member in core.config():
+                progress = core.progress(member) if member != self.node_id else None
+                if progress is not None:
+                    match_index[member] = progress.match_index
         return NodeStatus(
             node_id=self.node_id,
             role=core.role.value,
@@ -412,6 +425,7 @@ class Node:
             applied_index=self.applied_index,
             last_index=core.log.last_index(),
             snapshot_index=core.log.snapshot.index,
+            match_index=match_index,
         )
 
     async def stop(self) -> None:
@@ -580,8 +594,11 @@ class Node:
                 assert seq == entry.index, (seq, entry.index)
                 appended.append((entry.index, entry.term, entry_digest(entry)))
             self.stats.entries_persisted += len(rd.entries)
+            started_ns = self._clock.monotonic_ns()
             await self.wal.commit()
             self.stats.wal_commits += 1
+            if self.on_wal_sync is not None:
+                self.on_wal_sync((self._clock.monotonic_ns() - started_ns) / 1e9)
         if rd.hard_state is not None:
             await self._persist_hard_state(rd.hard_state)
         self.persisting = False
