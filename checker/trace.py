@@ -49,6 +49,7 @@ TRACE_FORMAT_VERSION = 1
 # Every trace action, in the order of specs/README.md.
 ACTIONS: tuple[str, ...] = (
     "Restart",
+    "PersistState",
     "Timeout",
     "RequestVote",
     "BecomeLeader",
@@ -78,6 +79,7 @@ _NO_MESSAGE_ACTIONS: frozenset[str] = frozenset(
     {
         "Timeout",
         "Restart",
+        "PersistState",
         "BecomeLeader",
         "ClientRequest",
         "AdvanceCommitIndex",

@@ -72,7 +72,7 @@ def test_every_event_is_a_spec_action_with_state(seed: int) -> None:
             assert state["role"] in ("follower", "candidate", "leader")
             assert state["voted_for"] is None or state["voted_for"] >= 1
             msg = event.get("msg")
-            if action in ("Timeout", "Restart", "BecomeLeader", "ClientRequest", "AdvanceCommitIndex", "Snapshot", "ChangeMembership"):
+            if action in ("Timeout", "Restart", "PersistState", "BecomeLeader", "ClientRequest", "AdvanceCommitIndex", "Snapshot", "ChangeMembership"):
                 assert msg is None
             else:
                 assert isinstance(msg, dict) and {"type", "src", "dst", "term"} <= set(msg)

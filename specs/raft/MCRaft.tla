@@ -6,6 +6,10 @@
 (* Each MCRaft*.cfg picks bounds that turn features on or off: a bound of  *)
 (* 0 disables restarts, snapshots or membership changes.                   *)
 (*                                                                         *)
+(* AtomicPersist = TRUE in every model except the crash models: they      *)
+(* check durability (PersistState, partial persists at Restart); the      *)
+(* others keep their state counts.                                         *)
+(*                                                                         *)
 (* mcBudget counts the bounded events that leave no trace in the protocol  *)
 (* state (restarts, snapshots, membership changes, duplications).          *)
 (***************************************************************************)
@@ -37,8 +41,11 @@ Spend(key) ==
     /\ mcBudget[key] > 0
     /\ mcBudget' = [mcBudget EXCEPT ![key] = @ - 1]
 
+\* The distinct messages in flight or waiting in an outbox.
+Pending == DOMAIN messages \cup UNION {DOMAIN outbox[i] : i \in Server}
+
 \* Room for one more distinct message.
-CanSend == Cardinality(DOMAIN messages) < MaxInFlight
+CanSend == Cardinality(Pending) < MaxInFlight
 
 \* Substituted for Raft!BatchSizes in every config.
 MCBatchSizes(i, j) ==
@@ -54,6 +61,11 @@ MCInit ==
 \* One guarded wrapper per Raft action, named MC<action>, so that TLC's
 \* counterexamples name the spec action each step took.
 MCRestart(i) == Restart(i) /\ Spend("restarts")
+\* Only a persist that changes something (others are stuttering steps).
+MCPersistState(i) ==
+    /\ \/ durable[i] /= Volatile(i)
+       \/ outbox[i] /= EmptyBag
+    /\ PersistState(i) /\ UNCHANGED mcBudget
 MCTimeout(i) == currentTerm[i] < MaxTerm /\ Timeout(i) /\ UNCHANGED mcBudget
 MCRequestVote(i, j) == CanSend /\ RequestVote(i, j) /\ UNCHANGED mcBudget
 MCBecomeLeader(i) ==
@@ -101,6 +113,7 @@ MCDropMessage ==
 
 MCNext ==
     \/ \E i \in Server : MCRestart(i)
+    \/ \E i \in Server : MCPersistState(i)
     \/ \E i \in Server : MCTimeout(i)
     \/ \E i, j \in Server : MCRequestVote(i, j)
     \/ \E i \in Server : MCBecomeLeader(i)
@@ -125,8 +138,9 @@ MCSpec == MCInit /\ [][MCNext]_mcVars
 
 \* Replies may push the network past the bounds that guard the sends.
 MCConstraint ==
-    /\ Cardinality(DOMAIN messages) <= MaxInFlight
+    /\ Cardinality(Pending) <= MaxInFlight
     /\ \A m \in DOMAIN messages : messages[m] <= MaxMsgCount
+    /\ \A i \in Server : \A m \in DOMAIN outbox[i] : outbox[i][m] <= MaxMsgCount
 
 \* What TLC fingerprints: every variable, except that candidate state is
 \* seen only on candidates and leader state only on leaders.  Both are
@@ -134,7 +148,8 @@ MCConstraint ==
 \* BecomeLeader resets nextIndex and matchIndex), so states that differ only
 \* in stale values have the same futures.
 MCView ==
-    <<messages, committed, serverVars, logVars, snapshotVars, mcBudget,
+    <<messages, committed, serverVars, logVars, snapshotVars, persistVars,
+      mcBudget,
       [i \in Server |-> IF state[i] = Candidate
                         THEN <<votesResponded[i], votesGranted[i]>>
                         ELSE << >>],
@@ -155,5 +170,12 @@ MCSymmetryMembership ==
 \* A deliberately wrong quorum (any one member) for MCRaftBugQuorum.cfg: TLC
 \* must find an ElectionSafety violation, which shows the invariants bite.
 MCBuggyIsQuorum(S, c) == S \cap c /= {}
+
+\* A mutant that sends a vote before it is persisted (no outbox) for
+\* MCRaftBugVoteBeforePersist.cfg: a crash then loses the vote, the server
+\* votes again in the same term, and TLC must find two leaders of one term.
+MCBuggyReplyVote(response, request) ==
+    /\ messages' = WithMessage(response, WithoutMessage(request, messages))
+    /\ UNCHANGED outbox
 
 =============================================================================

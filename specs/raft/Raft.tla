@@ -9,7 +9,10 @@
 (*     followers (SendSnapshot, HandleInstallSnapshotRequest/Response); *)
 (*   - single-server membership change through configuration entries that *)
 (*     take effect when appended;                                          *)
-(*   - crash/restart that keeps exactly the durable state;                 *)
+(*   - durability: each server's persistent state (term, vote, log,        *)
+(*     snapshot) has a durable copy, advanced only by PersistState, and an  *)
+(*     outbox of messages that may leave only once their state is durable; *)
+(*     Restart brings back what a crash can leave (see Restart);           *)
 (*   - optimistic pipelining of AppendEntries (nextIndex advances on send).*)
 (*                                                                         *)
 (* The network is a bag of messages (a function from message records to   *)
@@ -36,7 +39,15 @@ CONSTANT Value
 \* A value that is not a server: "no vote", and the payload of no-op entries.
 CONSTANT Nil
 
+\* TRUE: every action is durable the moment it happens (no outbox, Restart
+\* keeps the whole persistent state): the bounded models that do not study
+\* crashes use it, because it adds no states.  FALSE: persistence is a step of
+\* its own (PersistState) and a crash can lose what was not yet persisted;
+\* trace validation and the crash models use it.
+CONSTANT AtomicPersist
+
 ASSUME InitConfig \subseteq Server /\ InitConfig /= {}
+ASSUME AtomicPersist \in BOOLEAN
 ASSUME Nil \notin Server /\ Nil \notin Value
 
 \* Server roles.  Strings, as they appear in trace events.
@@ -150,9 +161,34 @@ LeaderVarsTypeOK ==
     /\ nextIndex \in [Server -> [Server -> Nat \ {0}]]
     /\ matchIndex \in [Server -> [Server -> Nat]]
 
+\* Durability.  durable[i] is what server i's disk holds: the superblock's
+\* term and vote, the snapshot, and the log after it (same layout as log).
+\* It changes only by PersistState, Restart and Snapshot (the runtime writes a
+\* local snapshot before the core compacts).  Under AtomicPersist it is never
+\* read and keeps its initial value.
+VARIABLE durable
+\* outbox[i]: a bag of messages i has produced whose sending depends on state
+\* that is not durable yet (every response; a request while i's term or vote
+\* is not durable).  PersistState releases it to the network; a crash loses
+\* it.  Always empty under AtomicPersist.
+VARIABLE outbox
+persistVars == <<durable, outbox>>
+PersistVarsTypeOK ==
+    /\ \A i \in Server :
+          /\ durable[i].term \in Nat
+          /\ durable[i].vote \in Server \cup {Nil}
+          /\ \A p \in DOMAIN durable[i].log : durable[i].log[p] \in Entry
+          /\ durable[i].snapshotIndex \in Nat
+          /\ durable[i].snapshotTerm \in Nat
+          /\ durable[i].snapshotConfig \in (SUBSET Server) \ {{}}
+    /\ \A i \in Server : \A m \in DOMAIN outbox[i] :
+          /\ outbox[i][m] \in Nat \ {0}
+          /\ m.mtype \in MessageTypes
+          /\ m.msource = i
+
 \* All variables; used for stuttering (asserting state hasn't changed).
 vars == <<messages, committed, serverVars, candidateVars, leaderVars,
-          logVars, snapshotVars>>
+          logVars, snapshotVars, persistVars>>
 
 \* Every variable has its declared shape.
 TypeOK ==
@@ -163,6 +199,7 @@ TypeOK ==
     /\ SnapshotVarsTypeOK
     /\ CandidateVarsTypeOK
     /\ LeaderVarsTypeOK
+    /\ PersistVarsTypeOK
 
 ----
 \* Helpers
@@ -172,6 +209,10 @@ Min(S) == CHOOSE x \in S : \A y \in S : x <= y
 
 \* A strict majority of configuration c.
 IsQuorum(S, c) == 2 * Cardinality(S \cap c) > Cardinality(c)
+
+\* The durable log of i, in absolute indexes.
+DurableLastIndex(i) == durable[i].snapshotIndex + Len(durable[i].log)
+DurableEntryAt(i, k) == durable[i].log[k - durable[i].snapshotIndex]
 
 \* The index of the last entry of i's log (the snapshot's last entry when the
 \* log after the snapshot is empty), and its term.
@@ -210,16 +251,58 @@ WithoutMessage(m, msgs) ==
     IF msgs[m] = 1 THEN [n \in DOMAIN msgs \ {m} |-> msgs[n]]
     ELSE [msgs EXCEPT ![m] = @ - 1]
 
+\* All copies of bag b added to bag msgs.
+WithMessages(b, msgs) ==
+    [m \in DOMAIN msgs \cup DOMAIN b |->
+        (IF m \in DOMAIN msgs THEN msgs[m] ELSE 0)
+        + (IF m \in DOMAIN b THEN b[m] ELSE 0)]
+
+EmptyBag == [m \in {} |-> 0]
+
 \* Add a message to the bag of messages.
 Send(m) == messages' = WithMessage(m, messages)
+
+\* Server i's persistent state as it is in memory, in the layout of durable.
+Volatile(i) == [term           |-> currentTerm[i],
+                vote           |-> votedFor[i],
+                log            |-> log[i],
+                snapshotIndex  |-> snapshotIndex[i],
+                snapshotTerm   |-> snapshotTerm[i],
+                snapshotConfig |-> snapshotConfig[i]]
+
+\* Server i's term and vote are durable (the core's `_persisted`).
+TermVoteDurable(i) ==
+    \/ AtomicPersist
+    \/ /\ durable[i].term = currentTerm[i]
+       /\ durable[i].vote = votedFor[i]
+
+\* A request (RequestVote, AppendEntries, InstallSnapshot) from m.msource:
+\* straight to the network when the sender's term and vote are durable (the
+\* message promises nothing else), else into its outbox (RaftCore._send).
+SendRequest(m) ==
+    LET i == m.msource
+    IN  IF TermVoteDurable(i)
+        THEN Send(m) /\ UNCHANGED outbox
+        ELSE /\ outbox' = [outbox EXCEPT ![i] = WithMessage(m, @)]
+             /\ UNCHANGED messages
 
 \* Remove a message from the bag of messages.  Used when a server is done
 \* processing a message.
 Discard(m) == messages' = WithoutMessage(m, messages)
 
-\* Combination of Send and Discard.
+\* The request is consumed; the response waits in the responder's outbox
+\* until PersistState: a response acknowledges the responder's state (a vote,
+\* appended entries), which must be durable before anyone relies on it.
 Reply(response, request) ==
-    messages' = WithMessage(response, WithoutMessage(request, messages))
+    IF AtomicPersist
+    THEN /\ messages' = WithMessage(response, WithoutMessage(request, messages))
+         /\ UNCHANGED outbox
+    ELSE /\ messages' = WithoutMessage(request, messages)
+         /\ outbox' = [outbox EXCEPT ![response.msource] = WithMessage(response, @)]
+
+\* The reply to a RequestVote (a bounded model substitutes a mutant that sends
+\* the vote before it is persisted).
+ReplyVote(response, request) == Reply(response, request)
 
 \* Server i's view of index k: whether it holds the committed entry there,
 \* either in its log or covered by its snapshot.
@@ -227,6 +310,16 @@ Holds(i, k, entry) ==
     \/ k <= snapshotIndex[i]
     \/ /\ k <= LastIndex(i)
        /\ EntryAt(i, k) = entry
+
+\* The length of the prefix of i's log that is durable: the durable and the
+\* volatile log agree up to it (the core's stable_index).  While a received
+\* snapshot is not persisted yet only the durable snapshot's index counts.
+StableIndex(i) ==
+    LET si == snapshotIndex[i]
+    IN  IF AtomicPersist THEN LastIndex(i)
+        ELSE IF si /= durable[i].snapshotIndex THEN durable[i].snapshotIndex
+        ELSE Max({k \in si..Min({LastIndex(i), DurableLastIndex(i)}) :
+                    \A p \in (si + 1)..k : DurableEntryAt(i, p) = EntryAt(i, p)})
 
 ----
 \* Define initial values for all variables
@@ -243,8 +336,14 @@ InitLogVars == /\ log         = [i \in Server |-> << >>]
 InitSnapshotVars == /\ snapshotIndex  = [i \in Server |-> 0]
                     /\ snapshotTerm   = [i \in Server |-> 0]
                     /\ snapshotConfig = [i \in Server |-> InitConfig]
-Init == /\ messages = [m \in {} |-> 0]
+InitPersistVars ==
+    /\ durable = [i \in Server |->
+                    [term |-> 0, vote |-> Nil, log |-> << >>, snapshotIndex |-> 0,
+                     snapshotTerm |-> 0, snapshotConfig |-> InitConfig]]
+    /\ outbox = [i \in Server |-> EmptyBag]
+Init == /\ messages = EmptyBag
         /\ committed = << >>
+        /\ InitPersistVars
         /\ InitServerVars
         /\ InitCandidateVars
         /\ InitLeaderVars
@@ -254,43 +353,135 @@ Init == /\ messages = [m \in {} |-> 0]
 ----
 \* Define state transitions
 
-\* Server i crashes and restarts.  currentTerm, votedFor, log and snapshot
-\* are durable and kept; the role, commitIndex (back to the snapshot) and
-\* candidate and leader state are volatile and lost.
+\* Server i makes its state durable: the runtime has persisted a Ready (in
+\* order: received snapshot, WAL truncate/append/commit, superblock term and
+\* vote) and released the messages that waited for it.  The core reports it
+\* at the start of advance(rd); the runtime sends messages_after_persist
+\* right before calling advance() with no await in between, so no peer can
+\* receive one of them before this step is in the trace.
+PersistState(i) ==
+    /\ ~AtomicPersist
+    /\ durable' = [durable EXCEPT ![i] = Volatile(i)]
+    /\ messages' = WithMessages(outbox[i], messages)
+    /\ outbox' = [outbox EXCEPT ![i] = EmptyBag]
+    /\ UNCHANGED <<committed, serverVars, candidateVars, leaderVars, logVars,
+                   snapshotVars>>
+
+\* Server i crashes and restarts as a follower; commitIndex falls back to the
+\* snapshot and candidate and leader state are lost.  Under AtomicPersist
+\* term, vote, log and snapshot are kept as they are.  Otherwise they come
+\* back as the disk has them, and the outbox is lost.  A crash can interrupt
+\* the persist of a Ready (mox/node/runtime.py _handle_ready: snapshot file,
+\* then WAL reset/drop, WAL truncate, WAL append + commit, then superblock
+\* term/vote; recovery: Node.open, _reconcile_wal, RaftCore.__init__), so the
+\* disk holds, with D = durable[i] and V = the volatile state:
+\*   snapshot  D's; V's when a received one is being installed (written
+\*             first); or a local compaction of a committed durable prefix
+\*             (the runtime writes the file before telling the core);
+\*   log       D's, or, once the snapshot is written, a prefix of V's log no
+\*             shorter than the durable prefix (truncated, partly appended);
+\*             recovery keeps the part after the snapshot if it holds the
+\*             snapshot's last entry, else discards it (_reconcile_wal);
+\*   term/vote D's, or V's only when everything before them was written;
+\*             the core then adopts the last entry's term with no vote if
+\*             that is newer (safe: a vote leaves only after it is durable).
+\* durable[i] becomes what the disk holds (the superblock's term and vote).
 Restart(i) ==
     /\ state'          = [state EXCEPT ![i] = Follower]
     /\ votesResponded' = [votesResponded EXCEPT ![i] = {}]
     /\ votesGranted'   = [votesGranted EXCEPT ![i] = {}]
     /\ nextIndex'      = [nextIndex EXCEPT ![i] = [j \in Server |-> 1]]
     /\ matchIndex'     = [matchIndex EXCEPT ![i] = [j \in Server |-> 0]]
-    /\ commitIndex'    = [commitIndex EXCEPT ![i] = snapshotIndex[i]]
-    /\ UNCHANGED <<messages, committed, currentTerm, votedFor, log,
-                   snapshotVars>>
+    /\ IF AtomicPersist
+       THEN /\ commitIndex' = [commitIndex EXCEPT ![i] = snapshotIndex[i]]
+            /\ UNCHANGED <<currentTerm, votedFor, log, snapshotVars,
+                           persistVars>>
+       ELSE LET d    == durable[i]
+                dsnap == [index |-> d.snapshotIndex, term |-> d.snapshotTerm,
+                          config |-> d.snapshotConfig]
+                vsnap == [index |-> snapshotIndex[i], term |-> snapshotTerm[i],
+                          config |-> snapshotConfig[i]]
+                installing == snapshotIndex[i] /= d.snapshotIndex
+                compactions ==
+                    IF installing THEN {}
+                    ELSE {[index |-> s, term |-> TermAt(i, s),
+                           config |-> ConfigAt(i, s)] :
+                          s \in (snapshotIndex[i] + 1)..
+                                Min({commitIndex[i], StableIndex(i)})}
+                \* A log as [base, entries]: entries after index base.
+                dlog == [base |-> d.snapshotIndex, entries |-> d.log]
+                vlogs == {[base |-> snapshotIndex[i],
+                           entries |-> SubSeq(log[i], 1, k - snapshotIndex[i])] :
+                          k \in Max({StableIndex(i), snapshotIndex[i]})..
+                                LastIndex(i)}
+                \* The log after snapshot sn that recovery makes of lg.
+                Reconcile(sn, lg) ==
+                    IF sn.index = lg.base THEN lg.entries
+                    ELSE IF \/ lg.base + Len(lg.entries) < sn.index
+                            \/ lg.entries[sn.index - lg.base].term /= sn.term
+                    THEN << >>
+                    ELSE SubSeq(lg.entries, sn.index - lg.base + 1,
+                                Len(lg.entries))
+            IN  \E sn \in {dsnap, vsnap} \cup compactions,
+                  lg \in {dlog} \cup vlogs :
+                /\ sn.index >= lg.base
+                \* The WAL is written only after a received snapshot.
+                /\ (installing /\ sn = dsnap) => lg = dlog
+                /\ LET newLog  == Reconcile(sn, lg)
+                       newLast == IF newLog = << >> THEN sn.term
+                                  ELSE newLog[Len(newLog)].term
+                       written == sn = vsnap /\ newLog = log[i]
+                   IN  \E hs \in {<<d.term, d.vote>>}
+                                 \cup (IF written
+                                       THEN {<<currentTerm[i], votedFor[i]>>}
+                                       ELSE {}) :
+                       /\ currentTerm' = [currentTerm EXCEPT ![i] =
+                                             Max({hs[1], newLast})]
+                       /\ votedFor' = [votedFor EXCEPT ![i] =
+                                          IF newLast > hs[1] THEN Nil ELSE hs[2]]
+                       /\ log' = [log EXCEPT ![i] = newLog]
+                       /\ snapshotIndex' = [snapshotIndex EXCEPT ![i] = sn.index]
+                       /\ snapshotTerm' = [snapshotTerm EXCEPT ![i] = sn.term]
+                       /\ snapshotConfig' = [snapshotConfig EXCEPT ![i] =
+                                                sn.config]
+                       /\ commitIndex' = [commitIndex EXCEPT ![i] = sn.index]
+                       /\ durable' = [durable EXCEPT ![i] =
+                                        [term |-> hs[1], vote |-> hs[2],
+                                         log |-> newLog,
+                                         snapshotIndex |-> sn.index,
+                                         snapshotTerm |-> sn.term,
+                                         snapshotConfig |-> sn.config]]
+                       /\ outbox' = [outbox EXCEPT ![i] = EmptyBag]
+    /\ UNCHANGED <<messages, committed>>
 
-\* Server i times out and starts a new election.  A server outside its own
-\* configuration never times out.
+\* Server i times out and starts a new election.  A server times out only
+\* while it is in its own configuration or in the one at its commit index:
+\* a leader that appended its own removal and was deposed before committing
+\* it may hold the only up-to-date log, so it must be able to run (the core
+\* additionally asks for evidence of that, RaftCore.promotable).  Its own
+\* vote does not count toward a configuration without it (BecomeLeader).
 Timeout(i) ==
     /\ state[i] \in {Follower, Candidate}
-    /\ i \in Config(i)
+    /\ i \in Config(i) \/ i \in ConfigAt(i, commitIndex[i])
     /\ currentTerm'    = [currentTerm EXCEPT ![i] = currentTerm[i] + 1]
     /\ state'          = [state EXCEPT ![i] = Candidate]
     /\ votedFor'       = [votedFor EXCEPT ![i] = i]
     /\ votesResponded' = [votesResponded EXCEPT ![i] = {i}]
     /\ votesGranted'   = [votesGranted EXCEPT ![i] = {i}]
-    /\ UNCHANGED <<messages, committed, leaderVars, logVars, snapshotVars>>
+    /\ UNCHANGED <<persistVars, messages, committed, leaderVars, logVars, snapshotVars>>
 
 \* Candidate i sends j a RequestVote request.
 RequestVote(i, j) ==
     /\ state[i] = Candidate
     /\ j \in Config(i) \ {i}
     /\ j \notin votesResponded[i]
-    /\ Send([mtype         |-> "RequestVote",
+    /\ SendRequest([mtype         |-> "RequestVote",
              mterm         |-> currentTerm[i],
              mlastLogTerm  |-> LastTerm(i),
              mlastLogIndex |-> LastIndex(i),
              msource       |-> i,
              mdest         |-> j])
-    /\ UNCHANGED <<committed, serverVars, candidateVars, leaderVars, logVars,
+    /\ UNCHANGED <<durable, committed, serverVars, candidateVars, leaderVars, logVars,
                    snapshotVars>>
 
 \* Candidate i has votes from a quorum of its configuration and becomes
@@ -307,7 +498,7 @@ BecomeLeader(i) ==
                          Append(log[i], [term  |-> currentTerm[i],
                                          kind  |-> "noop",
                                          value |-> Nil])]
-    /\ UNCHANGED <<messages, committed, currentTerm, votedFor, candidateVars,
+    /\ UNCHANGED <<persistVars, messages, committed, currentTerm, votedFor, candidateVars,
                    commitIndex, snapshotVars>>
 
 \* Leader i receives a client request to add v to the log.
@@ -316,7 +507,7 @@ ClientRequest(i, v) ==
     /\ log' = [log EXCEPT ![i] =
                   Append(log[i], [term |-> currentTerm[i], kind |-> "normal",
                                   value |-> v])]
-    /\ UNCHANGED <<messages, committed, serverVars, candidateVars, leaderVars,
+    /\ UNCHANGED <<persistVars, messages, committed, serverVars, candidateVars, leaderVars,
                    commitIndex, snapshotVars>>
 
 \* Leader i appends a configuration entry that adds or removes server s.
@@ -334,14 +525,14 @@ ChangeMembership(i, s) ==
            /\ log' = [log EXCEPT ![i] =
                          Append(log[i], [term |-> currentTerm[i],
                                          kind |-> "config", value |-> new])]
-    /\ UNCHANGED <<messages, committed, serverVars, candidateVars, leaderVars,
+    /\ UNCHANGED <<persistVars, messages, committed, serverVars, candidateVars, leaderVars,
                    commitIndex, snapshotVars>>
 
 \* Leader i advances its commitIndex to an index of an entry of its own term
 \* that a quorum of its configuration holds (the leader counts itself only
 \* while it is a member).  The highest such index is the usual choice; any
-\* one is allowed, because the implementation counts the leader's own
-\* entries only once they are persisted and may therefore commit less.  The
+\* one is allowed.  The leader counts itself only up to its durable log
+\* (StableIndex): it has not acknowledged entries it could lose in a crash.  The
 \* newly committed entries are recorded in the history variable.  A leader
 \* that is not a member of its configuration steps down once that
 \* configuration entry is committed.
@@ -350,7 +541,8 @@ AdvanceCommitIndex(i) ==
     /\ LET conf == Config(i)
            \* The servers of conf that hold index k.
            Agree(k) == {j \in conf \ {i} : matchIndex[i][j] >= k}
-                       \cup (IF i \in conf THEN {i} ELSE {})
+                       \cup (IF i \in conf /\ k <= StableIndex(i) THEN {i}
+                              ELSE {})
            agreeIndexes == {k \in (commitIndex[i] + 1)..LastIndex(i) :
                                /\ TermAt(i, k) = currentTerm[i]
                                /\ IsQuorum(Agree(k), conf)}
@@ -367,7 +559,7 @@ AdvanceCommitIndex(i) ==
            /\ state' = IF i \notin conf /\ LastConfigIndex(i) <= newCommit
                        THEN [state EXCEPT ![i] = Follower]
                        ELSE state
-    /\ UNCHANGED <<messages, currentTerm, votedFor, candidateVars, leaderVars,
+    /\ UNCHANGED <<persistVars, messages, currentTerm, votedFor, candidateVars, leaderVars,
                    log, snapshotVars>>
 
 \* The numbers of entries leader i may send j in one AppendEntries request.
@@ -386,7 +578,7 @@ AppendEntries(i, j) ==
     /\ \E n \in BatchSizes(i, j) :
         LET prevLogIndex == nextIndex[i][j] - 1
             lastSent == prevLogIndex + n
-        IN  /\ Send([mtype          |-> "AppendEntries",
+        IN  /\ SendRequest([mtype          |-> "AppendEntries",
                      mterm          |-> currentTerm[i],
                      mprevLogIndex  |-> prevLogIndex,
                      mprevLogTerm   |-> TermAt(i, prevLogIndex),
@@ -397,7 +589,7 @@ AppendEntries(i, j) ==
                      msource        |-> i,
                      mdest          |-> j])
             /\ nextIndex' = [nextIndex EXCEPT ![i][j] = lastSent + 1]
-    /\ UNCHANGED <<committed, serverVars, candidateVars, matchIndex, logVars,
+    /\ UNCHANGED <<durable, committed, serverVars, candidateVars, matchIndex, logVars,
                    snapshotVars>>
 
 \* Leader i sends j its snapshot because the entries j needs next have been
@@ -406,7 +598,7 @@ SendSnapshot(i, j) ==
     /\ state[i] = Leader
     /\ j \in Config(i) \ {i}
     /\ nextIndex[i][j] <= snapshotIndex[i]
-    /\ Send([mtype           |-> "InstallSnapshot",
+    /\ SendRequest([mtype           |-> "InstallSnapshot",
              mterm           |-> currentTerm[i],
              msnapshotIndex  |-> snapshotIndex[i],
              msnapshotTerm   |-> snapshotTerm[i],
@@ -414,10 +606,14 @@ SendSnapshot(i, j) ==
              msource         |-> i,
              mdest           |-> j])
     /\ nextIndex' = [nextIndex EXCEPT ![i][j] = snapshotIndex[i] + 1]
-    /\ UNCHANGED <<committed, serverVars, candidateVars, matchIndex, logVars,
+    /\ UNCHANGED <<durable, committed, serverVars, candidateVars, matchIndex, logVars,
                    snapshotVars>>
 
-\* Server i compacts its log up to some committed index s.
+\* Server i compacts its log up to some committed index s.  Without
+\* AtomicPersist only a durable entry is compacted, and the compaction is
+\* durable at once: the runtime writes the snapshot file before it tells the
+\* core, and drops the WAL prefix after (a crash in between is covered by
+\* Restart's local compaction).
 Snapshot(i) ==
     \E s \in (snapshotIndex[i] + 1)..commitIndex[i] :
         /\ snapshotIndex'  = [snapshotIndex EXCEPT ![i] = s]
@@ -425,8 +621,16 @@ Snapshot(i) ==
         /\ snapshotConfig' = [snapshotConfig EXCEPT ![i] = ConfigAt(i, s)]
         /\ log' = [log EXCEPT ![i] =
                       SubSeq(log[i], s - snapshotIndex[i] + 1, Len(log[i]))]
+        /\ IF AtomicPersist THEN UNCHANGED durable
+           ELSE /\ durable[i].snapshotIndex = snapshotIndex[i]
+                /\ s <= StableIndex(i)
+                /\ durable' = [durable EXCEPT ![i].snapshotIndex = s,
+                                             ![i].snapshotTerm = TermAt(i, s),
+                                             ![i].snapshotConfig = ConfigAt(i, s),
+                                             ![i].log =
+                                   SubSeq(@, s - snapshotIndex[i] + 1, Len(@))]
         /\ UNCHANGED <<messages, committed, serverVars, candidateVars,
-                       leaderVars, commitIndex>>
+                       leaderVars, commitIndex, outbox>>
 
 ----
 \* Message handlers
@@ -447,13 +651,13 @@ HandleRequestVoteRequest(i, m) ==
                     /\ votedFor[i] \in {Nil, j}
        IN  /\ votedFor' = IF grant THEN [votedFor EXCEPT ![i] = j]
                           ELSE votedFor
-           /\ Reply([mtype        |-> "RequestVoteResponse",
+           /\ ReplyVote([mtype        |-> "RequestVoteResponse",
                      mterm        |-> currentTerm[i],
                      mvoteGranted |-> grant,
                      msource      |-> i,
                      mdest        |-> j],
                      m)
-    /\ UNCHANGED <<committed, currentTerm, state, candidateVars, leaderVars,
+    /\ UNCHANGED <<durable, committed, currentTerm, state, candidateVars, leaderVars,
                    logVars, snapshotVars>>
 
 \* Server i receives a RequestVote response from server j with
@@ -470,7 +674,7 @@ HandleRequestVoteResponse(i, m) ==
                                      ELSE votesGranted
            ELSE UNCHANGED candidateVars
     /\ Discard(m)
-    /\ UNCHANGED <<committed, serverVars, leaderVars, logVars, snapshotVars>>
+    /\ UNCHANGED <<persistVars, committed, serverVars, leaderVars, logVars, snapshotVars>>
 
 \* Server i receives an AppendEntries request from server j with
 \* m.mterm = currentTerm[i] and handles the whole message in one step: a
@@ -524,7 +728,7 @@ HandleAppendEntriesRequest(i, m) ==
                              mdest       |-> j],
                              m)
                    /\ UNCHANGED logVars
-    /\ UNCHANGED <<committed, currentTerm, votedFor, candidateVars, leaderVars,
+    /\ UNCHANGED <<durable, committed, currentTerm, votedFor, candidateVars, leaderVars,
                    snapshotVars>>
 
 \* Server i receives an AppendEntries response from server j with
@@ -547,7 +751,7 @@ HandleAppendEntriesResponse(i, m) ==
                                          matchIndex[i][j] + 1})]
                 /\ UNCHANGED matchIndex
     /\ Discard(m)
-    /\ UNCHANGED <<committed, serverVars, candidateVars, logVars, snapshotVars>>
+    /\ UNCHANGED <<persistVars, committed, serverVars, candidateVars, logVars, snapshotVars>>
 
 \* Server i receives an InstallSnapshot request from server j with
 \* m.mterm = currentTerm[i].  A candidate first becomes a follower.  A
@@ -584,7 +788,7 @@ HandleInstallSnapshotRequest(i, m) ==
                           msource     |-> i,
                           mdest       |-> j],
                           m)
-    /\ UNCHANGED <<committed, currentTerm, votedFor, candidateVars, leaderVars>>
+    /\ UNCHANGED <<durable, committed, currentTerm, votedFor, candidateVars, leaderVars>>
 
 \* Server i receives an InstallSnapshot response from server j with
 \* m.mterm = currentTerm[i]: a leader handles it as a successful
@@ -600,7 +804,7 @@ HandleInstallSnapshotResponse(i, m) ==
                                     Max({@, m.mmatchIndex + 1})]
            ELSE UNCHANGED leaderVars
     /\ Discard(m)
-    /\ UNCHANGED <<committed, serverVars, candidateVars, logVars, snapshotVars>>
+    /\ UNCHANGED <<persistVars, committed, serverVars, candidateVars, logVars, snapshotVars>>
 
 \* Server i sees a message with a term newer than its own: it adopts the
 \* term, becomes a follower and forgets its vote.  The message stays in the
@@ -610,27 +814,41 @@ UpdateTerm(i, m) ==
     /\ currentTerm' = [currentTerm EXCEPT ![i] = m.mterm]
     /\ state'       = [state EXCEPT ![i] = Follower]
     /\ votedFor'    = [votedFor EXCEPT ![i] = Nil]
-    /\ UNCHANGED <<messages, committed, candidateVars, leaderVars, logVars,
+    /\ UNCHANGED <<persistVars, messages, committed, candidateVars, leaderVars, logVars,
                    snapshotVars>>
 
 \* Server i discards a message from an older term (responses included).
 DropStaleMessage(i, m) ==
     /\ m.mterm < currentTerm[i]
     /\ Discard(m)
-    /\ UNCHANGED <<committed, serverVars, candidateVars, leaderVars, logVars,
+    /\ UNCHANGED <<persistVars, committed, serverVars, candidateVars, leaderVars, logVars,
                    snapshotVars>>
 
 \* The network duplicates a message.
+\* A message still in its sender's outbox may be duplicated or dropped too: the
+\* simulated network decides a message's fate when the runtime hands it over,
+\* which is after the persist but before the core's PersistState step.  Both
+\* are equivalent to PersistState followed by the fault (a copy more, or one
+\* never delivered).
 DuplicateMessage(m) ==
-    /\ Send(m)
-    /\ UNCHANGED <<committed, serverVars, candidateVars, leaderVars, logVars,
-                   snapshotVars>>
+    /\ IF m \in DOMAIN messages
+       THEN Send(m) /\ UNCHANGED outbox
+       ELSE /\ m \in DOMAIN outbox[m.msource]
+            /\ outbox' = [outbox EXCEPT ![m.msource] = WithMessage(m, @)]
+            /\ UNCHANGED messages
+    /\ UNCHANGED <<durable, committed, serverVars, candidateVars, leaderVars,
+                   logVars, snapshotVars>>
 
-\* The network drops a message.
+\* The network drops a message (see DuplicateMessage for one in an outbox).
 DropMessage(m) ==
-    /\ Discard(m)
-    /\ UNCHANGED <<committed, serverVars, candidateVars, leaderVars, logVars,
-                   snapshotVars>>
+    /\ \/ /\ m \in DOMAIN messages
+          /\ Discard(m)
+          /\ UNCHANGED outbox
+       \/ /\ m \in DOMAIN outbox[m.msource]
+          /\ outbox' = [outbox EXCEPT ![m.msource] = WithoutMessage(m, @)]
+          /\ UNCHANGED messages
+    /\ UNCHANGED <<durable, committed, serverVars, candidateVars, leaderVars,
+                   logVars, snapshotVars>>
 
 ----
 \* Defines how the variables may transition.
@@ -648,6 +866,7 @@ Receive(m) ==
         \/ HandleInstallSnapshotResponse(i, m)
 
 Next == \/ \E i \in Server : Restart(i)
+        \/ \E i \in Server : PersistState(i)
         \/ \E i \in Server : Timeout(i)
         \/ \E i, j \in Server : RequestVote(i, j)
         \/ \E i \in Server : BecomeLeader(i)
@@ -658,8 +877,10 @@ Next == \/ \E i \in Server : Restart(i)
         \/ \E i, j \in Server : SendSnapshot(i, j)
         \/ \E i \in Server : Snapshot(i)
         \/ \E m \in DOMAIN messages : Receive(m)
-        \/ \E m \in DOMAIN messages : DuplicateMessage(m)
-        \/ \E m \in DOMAIN messages : DropMessage(m)
+        \/ \E m \in DOMAIN messages \cup UNION {DOMAIN outbox[i] : i \in Server} :
+              DuplicateMessage(m)
+        \/ \E m \in DOMAIN messages \cup UNION {DOMAIN outbox[i] : i \in Server} :
+              DropMessage(m)
 
 \* The specification must start with the initial state and transition
 \* according to Next.
@@ -737,9 +958,12 @@ MonotonicCommitIndex ==
        /\ Len(committed') >= Len(committed)
        /\ \A k \in DOMAIN committed : committed'[k] = committed[k]]_vars
 
-\* No server's term ever decreases.
+\* No server's durable term ever decreases; its term in memory decreases only
+\* when a crash loses a term that was not durable yet.
 MonotonicTerm ==
-    [][\A i \in Server : currentTerm'[i] >= currentTerm[i]]_vars
+    [][\A i \in Server :
+         /\ durable'[i].term >= durable[i].term
+         /\ currentTerm'[i] >= currentTerm[i] \/ Restart(i)]_vars
 
 \* Reachability checks: TLC must report each of these as VIOLATED; a model
 \* in which one holds cannot reach the situation it names.

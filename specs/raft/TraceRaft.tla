@@ -45,15 +45,19 @@
 (*   msg.match_index         m.mmatchIndex                                 *)
 (*   msg.snapshot_index/term m.msnapshotIndex / m.msnapshotTerm            *)
 (*   msg.config              m.msnapshotConfig                             *)
-(*   (not logged)            messages (see below), nextIndex, matchIndex,  *)
-(*                           votesResponded, votesGranted, committed: the  *)
-(*                           spec's own actions determine them             *)
+(*   (not logged)            messages, outbox (see below), durable,        *)
+(*                           nextIndex, matchIndex, votesResponded,        *)
+(*                           votesGranted, committed: the spec's own       *)
+(*                           actions determine them                        *)
 (*                                                                         *)
 (* What the implementation does not log, and how it is handled:            *)
 (*  - Messages in flight.  The spec's bag `messages` is reconstructed: a   *)
 (*    send line (RequestVote, AppendEntries, SendSnapshot) must add        *)
-(*    exactly the logged message to it; a response enters the bag through *)
-(*    the handler action that replies (as in the spec); a receive line     *)
+(*    exactly the logged message to it or, while the sender's term or vote *)
+(*    is not durable, to the sender's outbox; a response enters the        *)
+(*    outbox through the handler action that replies (as in the spec) and *)
+(*    the network at the responder's next PersistState line (the core     *)
+(*    emits it at the start of advance(rd)); a receive line                *)
 (*    (UpdateTerm, Handle*, DropStaleMessage) must find its message in the *)
 (*    bag, addressed to the receiver.  Messages never delivered simply     *)
 (*    stay in the bag (the spec allows a message to be delayed forever).   *)
@@ -63,6 +67,10 @@
 (*  - Client values and snapshot data are not logged: Value is a single    *)
 (*    model value, so a normal entry is identified by its index and term,  *)
 (*    which by the spec's Log Matching property determines it.             *)
+(*  - Durable state.  A PersistState line copies the node's state to       *)
+(*    durable; a Restart line's state (term, vote, last index and term,    *)
+(*    snapshot) picks which partial persist the crash left, among those    *)
+(*    Raft.tla's Restart allows.                                           *)
 (*  - Unobserved nondeterminism (how many entries an AppendEntries         *)
 (*    carries, where a snapshot is cut, which server a membership change   *)
 (*    names) is resolved by the observed message or state: TLC tries every *)
@@ -175,9 +183,13 @@ ReceiveActions == {"UpdateTerm", "HandleRequestVoteRequest",
                    "HandleInstallSnapshotResponse", "DropStaleMessage"}
 NetworkActions == {"DropMessage", "DuplicateMessage"}
 
-\* The logged message is in the bag, addressed to the line's node.
+\* The logged message is in the bag, addressed to the line's node (a
+\* network line may also name a message still in its sender's outbox: see
+\* Raft.tla's DuplicateMessage).
 InFlight(e) ==
-    /\ e.msg \in DOMAIN messages
+    /\ \/ e.msg \in DOMAIN messages
+       \/ /\ e.action \in NetworkActions
+          /\ e.msg \in DOMAIN outbox[e.msg.msource]
     /\ e.action \in ReceiveActions => e.msg.mdest = e.node
 
 ----
@@ -185,6 +197,7 @@ InFlight(e) ==
 \* line names.  Receives first require the logged message to be in flight.
 
 IsRestart(e)            == Restart(e.node)
+IsPersistState(e)       == PersistState(e.node)
 IsTimeout(e)            == Timeout(e.node)
 IsRequestVote(e)        == RequestVote(e.node, e.msg.mdest)
 IsBecomeLeader(e)       == BecomeLeader(e.node)
@@ -214,6 +227,7 @@ IsDuplicateMessage(e)   == InFlight(e) /\ DuplicateMessage(e.msg)
 \* The spec action a line names (unconstrained by the line's state).
 SpecStep(e) ==
     CASE e.action = "Restart"                       -> IsRestart(e)
+    []   e.action = "PersistState"                  -> IsPersistState(e)
     []   e.action = "Timeout"                       -> IsTimeout(e)
     []   e.action = "RequestVote"                   -> IsRequestVote(e)
     []   e.action = "BecomeLeader"                  -> IsBecomeLeader(e)
@@ -259,9 +273,12 @@ ObservedOK(e) ==
          snapshot_term  |-> snapshotTerm'[i] = s.snapshot_term,
          config         |-> ConfigAfter(i) = s.config]
 
-\* A send line must add exactly the logged message to the bag.
+\* A send line must add exactly the logged message to the bag, or to the
+\* sender's outbox.
 SentOK(e) ==
-    e.action \in SendActions => messages' = WithMessage(e.msg, messages)
+    e.action \in SendActions =>
+        \/ messages' = WithMessage(e.msg, messages)
+        \/ outbox'[e.node] = WithMessage(e.msg, outbox[e.node])
 
 \* The line's observations hold after the step (ObservedOK as one conjunction,
 \* which TLC stops evaluating at the first false conjunct).
@@ -335,6 +352,11 @@ TraceSpec == TraceInit /\ [][TraceNext]_<<vars, traceVars>>
 \* open (the entries of an AppendEntries, the index of a Snapshot, the server
 \* of a membership change; client values are one model value) is fixed by
 \* the line's message or state, so at most one spec state sits at (t, l).
+\* One exception: a Restart line observes the term and vote the node adopts,
+\* not the superblock's (durable) ones, which a crash may have left at either
+\* the old or the new value when the log's last term is newer.  A merge there
+\* can only make a trace look stuck, never accepted: the diagnosis run below
+\* confirms every rejection without a VIEW.
 \* The diagnosis run (TraceRaftDiag.cfg) has no VIEW, so a rejection is
 \* confirmed by a search that merges nothing.
 TraceView == <<t, l>>

@@ -634,6 +634,12 @@ class RaftCore:
         """The runtime has done everything `rd` asked (persisted, sent, applied)."""
         assert rd is self._outstanding, "advance() with a Ready that is not the outstanding one"
         self._outstanding = None
+        if self._tracing and _persists_spec_state(rd, self._persisted):
+            # Spec PersistState: durable := volatile, the outbox (messages_after_persist)
+            # released. Emitted here, before the Ready's effects are recorded: the runtime
+            # sends messages_after_persist right before advance() with no await between, so
+            # no peer can have received one before this event is in the trace.
+            self._emit("PersistState")
         if rd.hard_state is not None:
             hs = rd.hard_state
             self._persisted = (hs.term, hs.vote, hs.commit)
@@ -1159,6 +1165,16 @@ class RaftCore:
         if self.role is Role.CANDIDATE:
             assert self.voted_for == self.id
             assert self.leader_id == 0
+
+
+def _persists_spec_state(rd: Ready, persisted: tuple[int, int, int]) -> bool:
+    """Whether `rd` makes state of the spec durable (term, vote, log, snapshot) or releases
+    messages: a commit index alone is not spec state (the spec's commitIndex is volatile)."""
+    hs = rd.hard_state
+    term_vote_changed = hs is not None and (hs.term, hs.vote) != persisted[:2]
+    return bool(
+        rd.entries or rd.snapshot is not None or term_vote_changed or rd.messages_after_persist
+    )
 
 
 def _check_restored(restored: RestoredState) -> None:

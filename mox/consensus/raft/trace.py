@@ -26,6 +26,7 @@ from mox.consensus.raft.messages import (
 # DropMessage and DuplicateMessage).
 CORE_ACTIONS: Final = (
     "Restart",
+    "PersistState",
     "Timeout",
     "RequestVote",
     "BecomeLeader",
