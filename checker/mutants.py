@@ -39,7 +39,6 @@ from mox.consensus.raft.quorum import committed_index
 __all__ = [
     "MUTANTS",
     "SCENARIOS",
-    "SPEC_GAP_SCENARIOS",
     "AcceptStaleAppendEntries",
     "CommitPreviousTermByCounting",
     "Mutant",
@@ -214,12 +213,6 @@ SCENARIOS: dict[str, list[str]] = {
 }
 
 
-# Harness scenarios whose trace the spec rejects with the real core: a node crashes before
-# its Ready is persisted, and Raft.tla's Restart keeps state that was never durable (the
-# term and vote, or appended entries). Known spec gap, reported; see docs/conformance.md.
-SPEC_GAP_SCENARIOS: frozenset[str] = frozenset({"restart", "vote_then_crash"})
-
-
 @attrs.frozen
 class Mutant:
     """A broken core, the scenario that exposes it, and what the corpus note says."""
@@ -229,8 +222,6 @@ class Mutant:
     scenario: str
     bug: str
     expected_action: str
-    # False: trace validation cannot tell this mutant from the real core today (see `bug`).
-    in_corpus: bool = True
 
 
 MUTANTS: dict[str, Mutant] = {
@@ -278,14 +269,11 @@ MUTANTS: dict[str, Mutant] = {
             VoteSentBeforePersist,
             "vote_then_crash",
             "Node 2 sends its vote before the vote is durable and then crashes: after the "
-            "restart it has no record of the vote and may vote again in the same term. "
-            "The spec has no separate durable copy of votedFor, so trace validation sees the "
-            "lost vote at Restart, whichever core runs: with the real core the vote never "
-            "left (it waits for the persist), yet the trace is rejected at the same Restart. "
-            "It is left out of the corpus until Raft.tla models durable state at restart; "
-            "see docs/conformance.md.",
-            "Restart",
-            in_corpus=False,
+            "restart it has no record of the vote and may vote again in the same term. In "
+            "the spec a vote waits in the voter's outbox until PersistState, and a crash "
+            "loses the outbox: node 1 receives a vote that was never sent. With the real "
+            "core the vote waits for the persist and is lost with the crash.",
+            "HandleRequestVoteResponse",
         ),
     )
 }
@@ -350,19 +338,14 @@ def write_corpus(out_dir: Path, scenario_dir: Path | None = None) -> list[Path]:
     sources: dict[str, list[str]] = {}
     if scenario_dir is not None:
         for path in sorted(scenario_dir.glob("*.txt")):
-            if path.stem not in SPEC_GAP_SCENARIOS:
-                sources[f"scenario-{path.stem}"] = scenario_commands(path)
+            sources[f"scenario-{path.stem}"] = scenario_commands(path)
     for name, commands in SCENARIOS.items():
-        if name in SPEC_GAP_SCENARIOS:
-            continue
         sources[f"scenario-{name}"] = commands
     for name, commands in sources.items():
         path = accepted / f"{name}.ndjson"
         path.write_text(_with_header(run_scenario(commands), {"source": f"rafttest: {name}"}))
         written.append(path)
     for mutant in MUTANTS.values():
-        if not mutant.in_corpus:
-            continue
         commands = SCENARIOS[mutant.scenario]
         path = rejected / f"mutant-{mutant.name}.ndjson"
         path.write_text(

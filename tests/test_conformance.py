@@ -44,17 +44,23 @@ AER = {"type": "AppendEntriesResponse", "src": 2, "dst": 1, "term": 1, "success"
 
 # (node, action, msg, state after): node 1 is elected with node 2's vote, replicates its
 # no-op to node 2 and commits it; the network duplicates one AppendEntries and node 2
-# drops the copy later as a matching-prefix no-op.
+# drops the copy later as a matching-prefix no-op. PersistState lines release what waited
+# for a persist: the RequestVote of a term not yet durable, every response; the leader
+# counts its own entry only once it is durable.
 ELECTION: list[tuple[int, str, dict[str, Any] | None, dict[str, Any] | None]] = [
     (1, "Timeout", None, _st(1, "candidate", 1)),
     (1, "RequestVote", RV, _st(1, "candidate", 1)),
+    (1, "PersistState", None, _st(1, "candidate", 1)),
     (2, "UpdateTerm", RV, _st(1, "follower", None)),
     (2, "HandleRequestVoteRequest", RV, _st(1, "follower", 1)),
+    (2, "PersistState", None, _st(1, "follower", 1)),
     (1, "HandleRequestVoteResponse", RVR, _st(1, "candidate", 1)),
     (1, "BecomeLeader", None, _st(1, "leader", 1, 0, 1, 1)),
     (1, "AppendEntries", AE, _st(1, "leader", 1, 0, 1, 1)),
+    (1, "PersistState", None, _st(1, "leader", 1, 0, 1, 1)),
     (2, "DuplicateMessage", AE, None),
     (2, "HandleAppendEntriesRequest", AE, _st(1, "follower", 1, 0, 1, 1)),
+    (2, "PersistState", None, _st(1, "follower", 1, 0, 1, 1)),
     (1, "HandleAppendEntriesResponse", AER, _st(1, "leader", 1, 0, 1, 1)),
     (1, "AdvanceCommitIndex", None, _st(1, "leader", 1, 1, 1, 1)),
     (2, "HandleAppendEntriesRequest", AE, _st(1, "follower", 1, 0, 1, 1)),
@@ -62,7 +68,10 @@ ELECTION: list[tuple[int, str, dict[str, Any] | None, dict[str, Any] | None]] = 
 ]
 
 
-def _lines(events: list[tuple[int, str, dict[str, Any] | None, dict[str, Any] | None]]) -> str:
+Event = tuple[int, str, dict[str, Any] | None, dict[str, Any] | None]
+
+
+def _lines(events: list[Event]) -> str:
     out = [json.dumps({"header": {"version": 1, "protocol": "raft", "nodes": [1, 2, 3], "config": [1, 2, 3], "seed": 1}})]
     for k, (node, action, msg, state) in enumerate(events):
         line: dict[str, Any] = {"i": k + 1, "t_ns": k * 1000, "node": node, "action": action}
@@ -83,11 +92,11 @@ def _write(tmp_path: Path, name: str, events: list[Any]) -> Path:
 def _variants(tmp_path: Path) -> dict[str, Path]:
     good = _write(tmp_path, "good", ELECTION)
     reordered = list(ELECTION)
-    reordered[2], reordered[3] = reordered[3], reordered[2]  # vote before adopting the term
+    reordered[3], reordered[4] = reordered[4], reordered[3]  # vote before adopting the term
     changed_term = list(ELECTION)
-    changed_term[5] = (1, "BecomeLeader", None, _st(2, "leader", 1, 0, 1, 2))
+    changed_term[7] = (1, "BecomeLeader", None, _st(2, "leader", 1, 0, 1, 2))
     lost_send = [e for k, e in enumerate(ELECTION) if k != 1]  # RequestVote line missing
-    no_quorum = [e for k, e in enumerate(ELECTION) if k not in (8, 9)]  # commit with no ack
+    no_quorum = [e for k, e in enumerate(ELECTION) if k not in (11, 12, 13)]  # commit with no ack
     return {
         "good": good,
         "reordered": _write(tmp_path, "reordered", reordered),
@@ -109,19 +118,19 @@ def test_batch_verdicts_name_line_action_and_observation(tmp_path: Path) -> None
 
     reordered = verdicts["reordered"]
     assert not reordered.accepted
-    assert (reordered.line_no, reordered.action, reordered.node) == (4, "HandleRequestVoteRequest", 2)
+    assert (reordered.line_no, reordered.action, reordered.node) == (5, "HandleRequestVoteRequest", 2)
 
     changed = verdicts["changed_term"]
     assert not changed.accepted
-    assert (changed.line_no, changed.action) == (7, "BecomeLeader")
+    assert (changed.line_no, changed.action) == (9, "BecomeLeader")
     assert changed.mismatches == ("term", "last_term")
 
     lost = verdicts["lost_send"]
-    assert (lost.line_no, lost.action) == (3, "UpdateTerm")
+    assert (lost.line_no, lost.action) == (4, "UpdateTerm")
     assert "not in flight" in lost.reason
 
     no_quorum = verdicts["no_quorum"]
-    assert (no_quorum.line_no, no_quorum.action) == (10, "AdvanceCommitIndex")
+    assert (no_quorum.line_no, no_quorum.action) == (13, "AdvanceCommitIndex")
     assert "not enabled" in no_quorum.reason
 
 
@@ -134,7 +143,7 @@ def test_single_trace_uses_exit_code_12(tmp_path: Path) -> None:
     assert stats.tlc_runs == 1
     [bad] = check_traces([paths["changed_term"]], diagnose=False)
     assert not bad.accepted
-    assert bad.line_no == 7
+    assert bad.line_no == 9
     assert bad.mismatches == ()
 
 
@@ -145,20 +154,20 @@ def test_data_module_layout() -> None:
     text = files["TraceData.tla"]
     assert text.startswith("---- MODULE TraceData ----")
     assert "TraceServer == {1, 2, 3}" in text
-    assert "TraceStarts == <<0, 13>>" in text
-    assert "TraceLens == <<13, 13>>" in text
+    assert "TraceStarts == <<0, 17>>" in text
+    assert "TraceLens == <<17, 17>>" in text
     assert "TraceConfigs == <<{1, 2, 3}>>" in text
     chunks = {name: body for name, body in files.items() if name != "TraceData.tla"}
-    # Events: 2 traces x 13 lines x 3 ints; distinct states: 6 x 7 ints; messages: RV, RVR,
+    # Events: 2 traces x 17 lines x 3 ints; distinct states: 6 x 7 ints; messages: RV, RVR,
     # AE, AER (4 x 9 ints); entries: 1 x 3.
     ints = [
         sorted(int(v) for v in body.split("V == <<")[1].split(">>")[0].replace("\n", "").split(","))
         for body in chunks.values()
     ]
-    assert sorted(len(v) for v in ints) == [3, 36, 42, 2 * 13 * 3]
+    assert sorted(len(v) for v in ints) == [3, 36, 42, 2 * 17 * 3]
     first_event = next(body for body in chunks.values() if "events" in body)
-    # Line 1: Timeout (action 2) by node 1 (2 + 32 * 1), no message, state 1.
-    assert "V == <<\n34,0,1,35,1,1," in first_event  # line 2: RequestVote (3 + 32), message 1, state 1
+    # Line 1: Timeout (action 3) by node 1 (3 + 32 * 1), no message, state 1.
+    assert "V == <<\n35,0,1,36,1,1," in first_event  # line 2: RequestVote (4 + 32), message 1, state 1
     states = next(body for body in chunks.values() if "states" in body)
     # State 1: term 1, candidate (2) + 4 * voted for 1 + 4096 * config 1, zeros.
     assert "V == <<\n1,4102,0,0,0,0,0," in states
@@ -166,8 +175,8 @@ def test_data_module_layout() -> None:
 
 def test_batches_split_by_servers(tmp_path: Path) -> None:
     """Traces with different servers cannot share TLC's constants: separate runs."""
-    two = [(1, "Timeout", None, {**_st(1, "candidate", 1), "config": [1, 2]})]
-    three = [(1, "Timeout", None, _st(1, "candidate", 1))]
+    two: list[Event] = [(1, "Timeout", None, {**_st(1, "candidate", 1), "config": [1, 2]})]
+    three: list[Event] = [(1, "Timeout", None, _st(1, "candidate", 1))]
     p2 = tmp_path / "two.ndjson"
     p2.write_text(_lines(two).replace('"nodes": [1, 2, 3], "config": [1, 2, 3]', '"nodes": [1, 2], "config": [1, 2]'))
     p3 = _write(tmp_path, "three", three)
@@ -185,12 +194,12 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     paths = _variants(tmp_path)
     ok = _mox("check", str(paths["good"]))
     assert ok.returncode == 0, ok.stderr
-    assert "good.ndjson: accepted (13 events)" in ok.stdout
-    assert "1 traces, 13 events: 1 accepted, 0 rejected" in ok.stdout
+    assert "good.ndjson: accepted (17 events)" in ok.stdout
+    assert "1 traces, 17 events: 1 accepted, 0 rejected" in ok.stdout
 
     bad = _mox("check", "--no-diagnose", str(tmp_path))
     assert bad.returncode == 1
-    assert "rejected at line 7 (BecomeLeader by node 1)" in bad.stdout
+    assert "rejected at line 9 (BecomeLeader by node 1)" in bad.stdout
     assert "5 traces" in bad.stdout and "4 rejected" in bad.stdout
 
     missing = _mox("check", str(tmp_path / "nope.ndjson"))
@@ -210,4 +219,4 @@ def test_batch_size_does_not_change_verdicts(tmp_path: Path) -> None:
     chosen = [paths["good"], paths["reordered"]]
     verdicts = check_traces(chosen, batch_size=1, diagnose=False)
     assert [v.accepted for v in verdicts] == [True, False]
-    assert verdicts[1].line_no == 4
+    assert verdicts[1].line_no == 5

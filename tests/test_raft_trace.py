@@ -102,7 +102,9 @@ def test_append_entries_event_format() -> None:
         "entries": [[1, "normal"]],
         "leader_commit": 1,
     }
-    assert event["state"]["last_index"] == 2 and event["state"]["config"] == [1, 2, 3]
+    state = event["state"]
+    assert isinstance(state, dict)
+    assert state["last_index"] == 2 and state["config"] == [1, 2, 3]
 
 
 def test_update_term_then_handler_as_two_events() -> None:
@@ -114,7 +116,9 @@ def test_update_term_then_handler_as_two_events() -> None:
     env.sink.events.clear()
     env.deliver(env.queue.pop(0))
     assert [e["action"] for e in env.sink.events] == ["UpdateTerm", "HandleRequestVoteRequest"]
-    assert env.sink.events[0]["state"]["voted_for"] is None
+    state = env.sink.events[0]["state"]
+    assert isinstance(state, dict)
+    assert state["voted_for"] is None
 
 
 def test_tracing_off_builds_no_events() -> None:
