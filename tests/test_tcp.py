@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mox.io.tcp import (
+    FRAGMENT_HEADER_SIZE_BYTES,
     HEADER_SIZE_BYTES,
     KIND_DATA,
     KIND_HELLO,
@@ -18,6 +19,7 @@ from mox.io.tcp import (
     ListenError,
     TcpTransport,
     decode_header,
+    encode_fragment,
     encode_frame,
     encode_hello,
 )
@@ -65,13 +67,15 @@ def make(
     queue_max: int = 64,
     logger: ListLogger | None = None,
     handshake_timeout_ms: int = 2000,
+    max_reassembled_bytes: int = 1 << 30,
+    max_bytes: int = MAX_BYTES,
 ) -> tuple[TcpTransport, list[tuple[int, bytes]], ListLogger]:
     log = logger or ListLogger()
     transport = TcpTransport(
         node_id,
         ("127.0.0.1", ports[node_id]),
         {peer: ("127.0.0.1", port) for peer, port in ports.items() if peer != node_id},
-        MAX_BYTES,
+        max_bytes,
         queue_max,
         log,
         cluster_id=cluster_id,
@@ -79,6 +83,7 @@ def make(
         backoff_min_ms=10,
         backoff_max_ms=100,
         handshake_timeout_ms=handshake_timeout_ms,
+        max_reassembled_size_bytes=max_reassembled_bytes,
     )
     inbox: list[tuple[int, bytes]] = []
     transport.set_receiver(lambda src, payload: inbox.append((src, payload)))
@@ -335,10 +340,10 @@ def test_send_queue_is_bounded_and_drops_oldest() -> None:
 def test_oversized_send_is_dropped_and_counted() -> None:
     async def body() -> None:
         ports = dict(zip([1, 2], free_ports(2), strict=True))
-        a, _, a_log = make(1, ports)
+        a, _, a_log = make(1, ports, max_reassembled_bytes=4 * MAX_BYTES)
         await a.start()
         try:
-            a.send(2, b"x" * (MAX_BYTES + 1))
+            a.send(2, b"x" * (4 * MAX_BYTES + 1))
             assert a.queue_depth(2) == 0
             assert a.stats.send_dropped_other == {"oversize": 1}
             assert len(a_log.find("transport.send_oversize")) == 1
@@ -482,3 +487,158 @@ def test_frames_split_and_joined_arbitrarily_are_all_delivered() -> None:
             await a.close()
 
     run(body)
+
+
+# -- large messages: fragments and reassembly ----------------------------------------------------
+
+
+def test_messages_several_times_the_frame_limit_arrive_intact() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, _ = make(1, ports)
+        b, b_inbox, _ = make(2, ports)
+        await a.start()
+        await b.start()
+        try:
+            rng = random.Random(11)
+            chunk_bytes = MAX_BYTES - FRAGMENT_HEADER_SIZE_BYTES
+            # MAX_BYTES fits one frame (not fragmented); the others need 6, 2 and 2 fragments.
+            sizes = [5 * MAX_BYTES + 123, 2 * chunk_bytes, MAX_BYTES, MAX_BYTES + 1]
+            payloads = [rng.randbytes(size) for size in sizes]
+            for payload in payloads:
+                a.send(2, payload)
+                # One large message waits per peer: wait for each, or the next replaces it.
+                await eventually(lambda payload=payload: (1, payload) in b_inbox)  # type: ignore[misc]
+            assert [p for _, p in b_inbox] == payloads
+            expected_fragments = sum(-(-size // chunk_bytes) for size in sizes if size > MAX_BYTES)
+            assert expected_fragments == 10
+            assert a.stats.fragments_sent == expected_fragments
+            assert b.stats.fragments_received == expected_fragments
+            assert a.stats.messages_fragmented == 3
+            assert b.stats.messages_reassembled == 3
+            assert b.stats.frames_rejected == {}
+        finally:
+            await a.close()
+            await b.close()
+
+    run(body)
+
+
+def test_small_messages_overtake_a_large_message_being_sent() -> None:
+    frame_bytes = 64 * 1024
+    large = random.Random(3).randbytes(256 * frame_bytes)  # 16 MiB, 257 fragments
+
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, _ = make(1, ports, max_bytes=frame_bytes)
+        b, _, _ = make(2, ports, max_bytes=frame_bytes)
+        arrivals: list[tuple[bytes, int]] = []  # (payload, fragments received by then)
+        b.set_receiver(lambda _src, payload: arrivals.append((payload, b.stats.fragments_received)))
+        await a.start()
+        await b.start()
+        try:
+            await eventually(lambda: a.connected_peers() == [2])
+            a.send(2, large)
+            while a.stats.fragments_sent < 1:
+                await asyncio.sleep(0)
+            for n in range(5):
+                a.send(2, f"heartbeat-{n}".encode())
+            await eventually(lambda: len(arrivals) == 6, timeout_s=20)
+            heartbeats = arrivals[:5]
+            assert [p for p, _ in heartbeats] == [f"heartbeat-{n}".encode() for n in range(5)]
+            # Written between fragments, the heartbeats arrive a few fragments into the large
+            # message, not behind its 257 fragments.
+            assert all(fragments <= 10 for _, fragments in heartbeats), heartbeats
+            assert arrivals[5] == (large, 257)
+        finally:
+            await a.close()
+            await b.close()
+
+    run(body)
+
+
+def test_message_above_the_receivers_cap_is_refused_and_the_node_keeps_running() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, a_log = make(1, ports)  # the sender's cap is 1 GiB: it sends
+        b, b_inbox, b_log = make(2, ports, max_reassembled_bytes=8 * MAX_BYTES)
+        await a.start()
+        await b.start()
+        try:
+            await eventually(lambda: a.connected_peers() == [2])
+            a.send(2, b"y" * (8 * MAX_BYTES + 1))
+            await eventually(lambda: b.stats.frames_rejected.get("reassembly_oversize") == 1)
+            [logged] = b_log.find("transport.frame_rejected")
+            assert logged["reason"] == "reassembly_oversize"
+            assert "exceeds max reassembled size" in logged["detail"]
+            assert all(len(p) <= MAX_BYTES for _, p in b_inbox)
+            # The connection was closed; the dialer reconnects and small messages flow again.
+            await eventually(lambda: a.stats.connects >= 2)
+            a.send(2, b"after")
+            await eventually(lambda: (1, b"after") in b_inbox)
+            # A message within the cap still goes through on the new connection.
+            within = b"z" * (8 * MAX_BYTES)
+            a.send(2, within)
+            await eventually(lambda: (1, within) in b_inbox)
+            assert a_log.find("transport.send_oversize") == []
+        finally:
+            await a.close()
+            await b.close()
+
+    run(body)
+
+
+def _fragment(message_id: int, index: int, count: int, total: int, chunk: bytes) -> bytes:
+    return encode_fragment(3, message_id, index, count, total, chunk)
+
+
+def test_fragment_out_of_order_closes_connection() -> None:
+    frames = _fragment(7, 0, 3, 9, b"aaa") + _fragment(7, 2, 3, 9, b"ccc")
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            frames, handshake=True, reason="fragment_order"
+        )
+    )
+
+
+def test_fragment_of_another_message_mid_reassembly_closes_connection() -> None:
+    frames = _fragment(7, 0, 3, 9, b"aaa") + _fragment(8, 0, 2, 6, b"bbb")
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            frames, handshake=True, reason="fragment_order"
+        )
+    )
+
+
+def test_first_fragment_not_at_index_zero_closes_connection() -> None:
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            _fragment(7, 1, 3, 9, b"bbb"), handshake=True, reason="fragment_order"
+        )
+    )
+
+
+def test_fragments_that_do_not_add_up_to_the_total_close_connection() -> None:
+    frames = _fragment(7, 0, 2, 10, b"aaa") + _fragment(7, 1, 2, 10, b"bbb")
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            frames, handshake=True, reason="bad_fragment"
+        )
+    )
+
+
+def test_fragment_running_past_the_total_closes_connection() -> None:
+    frames = _fragment(7, 0, 2, 4, b"aaa") + _fragment(7, 1, 2, 4, b"bb")
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            frames, handshake=True, reason="bad_fragment"
+        )
+    )
+
+
+def test_fragment_header_claiming_more_than_the_cap_closes_connection() -> None:
+    run(
+        lambda: check_bad_input_closes_only_that_connection(
+            _fragment(7, 0, 2, 2**40, b"a"), handshake=True, reason="reassembly_oversize"
+        )
+    )

@@ -12,7 +12,26 @@ Frame (little-endian), `HEADER_SIZE_BYTES` = 24 bytes of header, then `length` p
     magic u32 | version u16 | kind u8 | reserved u8 | sender u32 | length u32 | checksum u64
 
 `checksum` is xxh3_64 over the first 16 header bytes followed by the payload, so a flipped bit
-in the header or in the payload is caught. `kind` is HELLO, WELCOME, REFUSE or DATA.
+in the header or in the payload is caught. `kind` is HELLO, WELCOME, REFUSE, DATA or FRAGMENT.
+
+Large messages: a payload above `max_message_size_bytes` (a snapshot) is sent as a run of
+FRAGMENT frames, each within the frame limit, whose payload starts with a fragment header
+(`FRAGMENT_HEADER_SIZE_BYTES` = 24 bytes, little-endian):
+
+    message_id u64 | index u32 | count u32 | total_size u64
+
+then a non-empty slice of the message. The receiver reassembles one message at a time per
+connection and delivers it to the receiver as one payload, so the consensus core sees one
+InstallSnapshot, as the spec has it. Reassembled messages are capped separately, at
+`max_reassembled_size_bytes` (default 1 GiB): a bigger `total_size`, a fragment of another
+message before the current one is complete, an index out of order, a count or size that does
+not add up: each closes the connection with a logged reason and a counter, like a bad frame.
+The sender interleaves: each turn of the write loop writes every queued small frame and then
+one fragment, so a heartbeat waits behind at most one fragment (<= one frame limit of bytes),
+not behind the whole snapshot. At most one large message waits per peer besides the one being
+sent; a newer one replaces the waiting one (a newer snapshot supersedes an older one), which
+bounds the sender's memory at two large messages per peer. A large message cut by a broken
+connection is dropped (counted); Raft sends the snapshot again.
 
 Handshake: the dialer sends HELLO (the node id it believes it dialed, u32, then its cluster
 id as up to 64 bytes of UTF-8).
@@ -50,8 +69,11 @@ from mox.io.interfaces import NodeId, Random, Receiver
 
 __all__ = [
     "CLUSTER_ID_MAX_BYTES",
+    "DEFAULT_MAX_REASSEMBLED_SIZE_BYTES",
+    "FRAGMENT_HEADER_SIZE_BYTES",
     "HEADER_SIZE_BYTES",
     "KIND_DATA",
+    "KIND_FRAGMENT",
     "KIND_HELLO",
     "KIND_REFUSE",
     "KIND_WELCOME",
@@ -64,6 +86,7 @@ __all__ = [
     "TcpTransport",
     "TransportStats",
     "decode_header",
+    "encode_fragment",
     "encode_frame",
     "encode_hello",
 ]
@@ -74,7 +97,8 @@ KIND_HELLO: Final = 1
 KIND_WELCOME: Final = 2
 KIND_REFUSE: Final = 3
 KIND_DATA: Final = 4
-_KINDS: Final = (KIND_HELLO, KIND_WELCOME, KIND_REFUSE, KIND_DATA)
+KIND_FRAGMENT: Final = 5
+_KINDS: Final = (KIND_HELLO, KIND_WELCOME, KIND_REFUSE, KIND_DATA, KIND_FRAGMENT)
 
 _HEADER: Final = struct.Struct("<IHBBIIQ")
 HEADER_SIZE_BYTES: Final = _HEADER.size
@@ -86,9 +110,15 @@ _NODE_ID_MAX: Final = 2**32 - 1
 _CLOSE_WAIT_S: Final = 1.0
 _READ_CHUNK_BYTES: Final = 256 * 1024
 CLUSTER_ID_MAX_BYTES: Final = 64
+_FRAGMENT: Final = struct.Struct("<QIIQ")  # message id, index, count, total size
+FRAGMENT_HEADER_SIZE_BYTES: Final = _FRAGMENT.size
+DEFAULT_MAX_REASSEMBLED_SIZE_BYTES: Final = 1 << 30
+# Large messages waiting per peer besides the one being sent (memory: each may be a snapshot).
+_LARGE_QUEUE_MAX: Final = 1
 
 assert HEADER_SIZE_BYTES == 24
 assert _HELLO.size == 5
+assert FRAGMENT_HEADER_SIZE_BYTES == 24
 
 
 class EventLogger(Protocol):
@@ -176,6 +206,62 @@ def encode_hello(kind: int, sender: NodeId, cluster_id: str, node_id: NodeId) ->
     return encode_frame(kind, sender, _HELLO.pack(node_id, len(cluster)) + cluster)
 
 
+def encode_fragment(
+    sender: NodeId, message_id: int, index: int, count: int, total_size_bytes: int, chunk: bytes
+) -> bytes:
+    """One FRAGMENT frame: the fragment header, then `chunk` (a non-empty slice of the message)."""
+    assert 0 <= message_id < 2**64, message_id
+    assert 2 <= count <= total_size_bytes, (count, total_size_bytes)
+    assert 0 <= index < count, (index, count)
+    assert 1 <= len(chunk) <= total_size_bytes, len(chunk)
+    header = _FRAGMENT.pack(message_id, index, count, total_size_bytes)
+    return encode_frame(KIND_FRAGMENT, sender, header + chunk)
+
+
+class _Fragmenter:
+    """Cuts one large payload into FRAGMENT frames, one frame at a time (no copy up front)."""
+
+    def __init__(
+        self, sender: NodeId, message_id: int, payload: bytes, chunk_size_bytes: int
+    ) -> None:
+        assert chunk_size_bytes >= 1
+        assert len(payload) > chunk_size_bytes, "a payload that fits one frame is not fragmented"
+        self.sender = sender
+        self.message_id = message_id
+        self.payload = memoryview(payload)
+        self.chunk_size_bytes = chunk_size_bytes
+        self.count = -(-len(payload) // chunk_size_bytes)
+        self.index = 0
+        assert self.count >= 2
+
+    @property
+    def done(self) -> bool:
+        return self.index == self.count
+
+    def next_frame(self) -> bytes:
+        assert not self.done
+        start = self.index * self.chunk_size_bytes
+        chunk = self.payload[start : start + self.chunk_size_bytes]
+        frame = encode_fragment(
+            self.sender, self.message_id, self.index, self.count, len(self.payload), bytes(chunk)
+        )
+        self.index += 1
+        return frame
+
+
+class _Reassembly:
+    """The one message being reassembled on a connection."""
+
+    def __init__(self, message_id: int, count: int, total_size_bytes: int) -> None:
+        self.message_id = message_id
+        self.count = count
+        self.total_size_bytes = total_size_bytes
+        self.next_index = 0
+        # Grown as fragments arrive, not allocated from `total_size`: a lying header must not
+        # make the receiver allocate the cap.
+        self.data = bytearray()
+
+
 def _decode_hello(payload: bytes) -> tuple[str, NodeId]:
     if len(payload) < _HELLO.size:
         raise FrameError("bad_handshake", f"handshake payload of {len(payload)} bytes")
@@ -214,6 +300,10 @@ class TransportStats:
     disconnects: int = 0
     handshakes_refused: int = 0
     inbound_accepted: int = 0
+    messages_fragmented: int = 0  # large messages whose every fragment was written
+    fragments_sent: int = 0
+    fragments_received: int = 0
+    messages_reassembled: int = 0
     send_dropped_queue_full: dict[NodeId, int] = attrs.field(factory=dict)
     send_dropped_other: dict[str, int] = attrs.field(factory=dict)
     frames_rejected: dict[str, int] = attrs.field(factory=dict)
@@ -234,6 +324,8 @@ class _Peer:
         self.address = address
         self.queue: deque[bytes] = deque()
         self.queue_max = queue_max
+        self.large: deque[bytes] = deque()  # payloads above the frame limit, not yet started
+        self.sending: _Fragmenter | None = None
         self.wakeup = asyncio.Event()
         self.connected = False
         self.task: asyncio.Task[None] | None = None
@@ -257,12 +349,15 @@ class TcpTransport:
         backoff_max_ms: int = 1000,
         connect_timeout_ms: int = 2000,
         handshake_timeout_ms: int = 2000,
+        max_reassembled_size_bytes: int = DEFAULT_MAX_REASSEMBLED_SIZE_BYTES,
     ) -> None:
         assert 0 <= node_id <= _NODE_ID_MAX, node_id
         assert node_id not in peers, "a node is not its own peer"
         assert all(0 <= peer <= _NODE_ID_MAX for peer in peers)
         assert max_message_size_bytes >= _HELLO.size + CLUSTER_ID_MAX_BYTES
         assert send_queue_max >= 1
+        assert max_reassembled_size_bytes >= max_message_size_bytes
+        assert max_message_size_bytes > FRAGMENT_HEADER_SIZE_BYTES
         assert 1 <= len(cluster_id.encode("utf-8")) <= CLUSTER_ID_MAX_BYTES, cluster_id
         assert 0 < backoff_min_ms <= backoff_max_ms
         assert connect_timeout_ms > 0
@@ -270,6 +365,8 @@ class TcpTransport:
         self._node_id = node_id
         self._listen = listen
         self._max_message_size_bytes = max_message_size_bytes
+        self._max_reassembled_size_bytes = max_reassembled_size_bytes
+        self._next_message_id = 0
         self._logger = logger
         self._cluster_id = cluster_id
         self._random = random
@@ -316,14 +413,7 @@ class TcpTransport:
             self._logger.error("transport.send_unknown_peer", dst=dst)
             return
         if len(payload) > self._max_message_size_bytes:
-            # The peer would refuse the frame and drop the connection: keep it off the wire.
-            self.stats.count_dropped("oversize")
-            self._logger.error(
-                "transport.send_oversize",
-                dst=dst,
-                size_bytes=len(payload),
-                max_message_size_bytes=self._max_message_size_bytes,
-            )
+            self._send_large(peer, payload)
             return
         if len(peer.queue) >= peer.queue_max:
             peer.queue.popleft()  # drop the oldest: newer consensus messages supersede it
@@ -332,6 +422,24 @@ class TcpTransport:
             )
         peer.queue.append(encode_frame(KIND_DATA, self._node_id, payload))
         assert len(peer.queue) <= peer.queue_max
+        peer.wakeup.set()
+
+    def _send_large(self, peer: _Peer, payload: bytes) -> None:
+        if len(payload) > self._max_reassembled_size_bytes:
+            # The peer would refuse the message and drop the connection: keep it off the wire.
+            self.stats.count_dropped("oversize")
+            self._logger.error(
+                "transport.send_oversize",
+                dst=peer.node_id,
+                size_bytes=len(payload),
+                max_reassembled_size_bytes=self._max_reassembled_size_bytes,
+            )
+            return
+        if len(peer.large) >= _LARGE_QUEUE_MAX:
+            peer.large.popleft()  # a newer snapshot supersedes the waiting one
+            self.stats.count_dropped("large_superseded")
+        peer.large.append(payload)
+        assert len(peer.large) <= _LARGE_QUEUE_MAX
         peer.wakeup.set()
 
     async def close(self) -> None:
@@ -359,6 +467,8 @@ class TcpTransport:
             await self._server.wait_closed()
         for peer in self._peers.values():
             peer.queue.clear()
+            peer.large.clear()
+            peer.sending = None
             peer.connected = False
         self._logger.info("transport.closed", node=self._node_id)
 
@@ -450,6 +560,11 @@ class TcpTransport:
             return "session_ended" if peer.connected else f"handshake: {exc}"
         finally:
             peer.connected = False
+            if peer.sending is not None:
+                # Its first fragments went down a connection that is gone; the receiver dropped
+                # them with it. Raft sends the snapshot again.
+                peer.sending = None
+                self.stats.count_dropped("large_connection_lost")
             writer.close()
             with contextlib.suppress(Exception):
                 # Bounded: a peer that stopped reading must not hold up a close.
@@ -486,7 +601,7 @@ class TcpTransport:
         eof = asyncio.ensure_future(reader.read(1))
         try:
             while True:
-                if not peer.queue:
+                if not peer.queue and not peer.large and peer.sending is None:
                     peer.wakeup.clear()
                     wake = asyncio.ensure_future(peer.wakeup.wait())
                     done, _ = await asyncio.wait({wake, eof}, return_when=asyncio.FIRST_COMPLETED)
@@ -494,12 +609,37 @@ class TcpTransport:
                         wake.cancel()
                         raise ConnectionResetError("peer closed the connection")
                     continue
-                frames = list(peer.queue)
-                peer.queue.clear()
-                writer.writelines(frames)
-                self.stats.frames_sent += len(frames)
-                self.stats.bytes_sent += sum(len(frame) for frame in frames)
-                await writer.drain()
+                if peer.queue:
+                    frames = list(peer.queue)
+                    peer.queue.clear()
+                    writer.writelines(frames)
+                    self.stats.frames_sent += len(frames)
+                    self.stats.bytes_sent += sum(len(frame) for frame in frames)
+                if peer.sending is None and peer.large:
+                    peer.sending = _Fragmenter(
+                        self._node_id,
+                        self._next_message_id,
+                        peer.large.popleft(),
+                        self._max_message_size_bytes - FRAGMENT_HEADER_SIZE_BYTES,
+                    )
+                    self._next_message_id += 1
+                if peer.sending is not None:
+                    # One fragment per turn, after the small frames: a heartbeat queued while a
+                    # snapshot streams waits for one fragment, not for the whole snapshot.
+                    frame = peer.sending.next_frame()
+                    writer.write(frame)
+                    self.stats.frames_sent += 1
+                    self.stats.fragments_sent += 1
+                    self.stats.bytes_sent += len(frame)
+                    if peer.sending.done:
+                        peer.sending = None
+                        self.stats.messages_fragmented += 1
+                    await writer.drain()
+                    # drain() returns at once while the kernel takes the bytes: yield, so that
+                    # ticks, reads and new sends run between fragments of a large snapshot.
+                    await asyncio.sleep(0)
+                else:
+                    await writer.drain()
         finally:
             eof.cancel()
 
@@ -599,6 +739,7 @@ class TcpTransport:
         validated (size limit included) as soon as its 24 bytes are in, before its payload.
         """
         buffer = bytearray()
+        reassembly: list[_Reassembly | None] = [None]  # the message in progress, if any
         while True:
             chunk = await reader.read(_READ_CHUNK_BYTES)
             if not chunk:
@@ -613,19 +754,24 @@ class TcpTransport:
                     break  # the payload is still on its way
                 payload = bytes(buffer[offset + HEADER_SIZE_BYTES : end])
                 offset = end
-                self._deliver(sender, raw_header, header, payload)
+                self._deliver(sender, raw_header, header, payload, reassembly)
             del buffer[:offset]
             assert len(buffer) < HEADER_SIZE_BYTES + self._max_message_size_bytes
 
     def _deliver(
-        self, sender: NodeId, raw_header: bytes, header: FrameHeader, payload: bytes
+        self,
+        sender: NodeId,
+        raw_header: bytes,
+        header: FrameHeader,
+        payload: bytes,
+        reassembly: list[_Reassembly | None],
     ) -> None:
         actual = _checksum(raw_header[:_CHECKED_PREFIX_BYTES], payload)
         if actual != header.checksum:
             raise FrameError(
                 "bad_checksum", f"checksum {actual:#018x} != header {header.checksum:#018x}"
             )
-        if header.kind != KIND_DATA:
+        if header.kind not in (KIND_DATA, KIND_FRAGMENT):
             raise FrameError("bad_kind", f"frame kind {header.kind} after the handshake")
         if header.sender != sender:
             raise FrameError(
@@ -633,10 +779,78 @@ class TcpTransport:
             )
         self.stats.frames_received += 1
         self.stats.bytes_received += HEADER_SIZE_BYTES + len(payload)
+        if header.kind == KIND_FRAGMENT:
+            message = self._reassemble(payload, reassembly)
+            if message is None:
+                return
+            payload = message
         if self._receiver is None:
             self.stats.count_rejected("no_receiver")
             return
         self._receiver(sender, payload)
+
+    def _reassemble(self, payload: bytes, reassembly: list[_Reassembly | None]) -> bytes | None:
+        """Add one fragment; the whole message once its last fragment is in, else None."""
+        if len(payload) <= FRAGMENT_HEADER_SIZE_BYTES:
+            raise FrameError("bad_fragment", f"fragment frame of {len(payload)} bytes")
+        message_id, index, count, total_size_bytes = _FRAGMENT.unpack_from(payload)
+        chunk_size_bytes = len(payload) - FRAGMENT_HEADER_SIZE_BYTES
+        if total_size_bytes > self._max_reassembled_size_bytes:
+            raise FrameError(
+                "reassembly_oversize",
+                f"message {message_id} of {total_size_bytes} bytes exceeds max reassembled size "
+                f"{self._max_reassembled_size_bytes}",
+            )
+        if not 2 <= count <= total_size_bytes:
+            raise FrameError(
+                "bad_fragment",
+                f"message {message_id}: {count} fragments for {total_size_bytes} bytes",
+            )
+        current = reassembly[0]
+        if current is None:
+            if index != 0:
+                raise FrameError(
+                    "fragment_order", f"message {message_id} starts at fragment {index}, not 0"
+                )
+            current = _Reassembly(message_id, count, total_size_bytes)
+            reassembly[0] = current
+        elif (message_id, count, total_size_bytes) != (
+            current.message_id,
+            current.count,
+            current.total_size_bytes,
+        ):
+            raise FrameError(
+                "fragment_order",
+                f"fragment of message {message_id} ({count} fragments, {total_size_bytes} bytes) "
+                f"while message {current.message_id} ({current.count} fragments, "
+                f"{current.total_size_bytes} bytes) is incomplete",
+            )
+        elif index != current.next_index:
+            raise FrameError(
+                "fragment_order",
+                f"message {message_id}: fragment {index}, expected {current.next_index}",
+            )
+        if len(current.data) + chunk_size_bytes > current.total_size_bytes:
+            raise FrameError(
+                "bad_fragment",
+                f"message {message_id}: fragment {index} runs past its total size "
+                f"{current.total_size_bytes}",
+            )
+        current.data += memoryview(payload)[FRAGMENT_HEADER_SIZE_BYTES:]
+        current.next_index += 1
+        self.stats.fragments_received += 1
+        assert len(current.data) <= current.total_size_bytes
+        if current.next_index < current.count:
+            return None
+        reassembly[0] = None
+        if len(current.data) != current.total_size_bytes:
+            raise FrameError(
+                "bad_fragment",
+                f"message {message_id}: {len(current.data)} bytes in {count} fragments, "
+                f"header says {current.total_size_bytes}",
+            )
+        self.stats.messages_reassembled += 1
+        return bytes(current.data)
 
 
 class _StatsCollector:
@@ -658,6 +872,22 @@ class _StatsCollector:
             ("mox_transport_connect_failures", "Failed outbound connects", stats.connect_failures),
             ("mox_transport_disconnects", "Outbound sessions lost", stats.disconnects),
             ("mox_transport_handshakes_refused", "Handshakes refused", stats.handshakes_refused),
+            (
+                "mox_transport_messages_fragmented",
+                "Large messages sent as fragments",
+                stats.messages_fragmented,
+            ),
+            ("mox_transport_fragments_sent", "Fragment frames written", stats.fragments_sent),
+            (
+                "mox_transport_fragments_received",
+                "Fragment frames received",
+                stats.fragments_received,
+            ),
+            (
+                "mox_transport_messages_reassembled",
+                "Large messages reassembled from fragments",
+                stats.messages_reassembled,
+            ),
         ]
         for name, doc, value in simple:
             yield CounterMetricFamily(name, doc, value=value)
