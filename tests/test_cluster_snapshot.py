@@ -1,0 +1,135 @@
+"""Snapshot transfer larger than the frame limit, between real `mox start` processes.
+
+With `limits.max_message_size` at 64 KiB and a state machine whose snapshot is several times
+that, a follower killed while the cluster writes past several snapshots can only catch up by
+an InstallSnapshot that the transport cuts into fragments and reassembles (mox/io/tcp.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from pathlib import Path
+
+import aiohttp
+from test_cluster import assert_readable, snapshot_index, wait_caught_up
+from test_cluster_support import (
+    ProcCluster,
+    bootstrap_tenant,
+    health,
+    request,
+    wait_for_leader,
+)
+
+from mox.io.real import RealFileSystem
+from mox.node.snapshot_file import read_snapshot
+
+SNAPSHOT_THRESHOLD = 40
+MAX_MESSAGE_SIZE_BYTES = 64 * 1024
+WRITES = 160
+CONCURRENCY = 8
+
+
+def snapshot_size_bytes(data_dir: Path) -> int:
+    fs = RealFileSystem(str(data_dir), backend="pwrite")
+    try:
+        stored = read_snapshot(fs)
+    finally:
+        fs.close()
+    assert stored is not None, data_dir
+    return len(stored[1])
+
+
+async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    found = re.search(rf"^{name}(?:_total)? ([0-9.e+]+)$", text, re.MULTILINE)
+    assert found is not None, f"{name} not in {url}/metrics"
+    return float(found.group(1))
+
+
+async def write_bulky_talents(
+    session: aiohttp.ClientSession, url: str, key: str, count: int
+) -> dict[str, str]:
+    """Register `count` talents of ~1.5 KB each (random tags: snapshots do not compress);
+    name -> id of each acknowledged write."""
+    rng = random.Random(7)
+    names = [f"bulky-{n}-" + "n" * 150 for n in range(count)]
+    tags = {name: [rng.randbytes(30).hex() for _ in range(20)] for name in names}
+    acked: dict[str, str] = {}
+    pending = list(names)
+
+    async def worker() -> None:
+        while pending:
+            name = pending.pop()
+            status, body = await request(
+                session,
+                "POST",
+                f"{url}/api/talents",
+                json={"displayName": name, "tags": tags[name]},
+                headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"w-{name}"},
+            )
+            assert status == 201, (name, status, body)
+            acked[name] = body["id"]
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    assert len(acked) == count
+    return acked
+
+
+def test_follower_catches_up_by_a_snapshot_larger_than_the_frame_limit(tmp_path: Path) -> None:
+    cluster = ProcCluster(
+        tmp_path,
+        overrides={
+            "consensus": {"snapshot_threshold": SNAPSHOT_THRESHOLD},
+            "limits": {"max_message_size": f"{MAX_MESSAGE_SIZE_BYTES // 1024}KiB"},
+        },
+    )
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            leader, _ = await wait_for_leader(session, cluster, cluster.ids)
+            key = await bootstrap_tenant(session, cluster.url(leader), "acme")
+            lagging = next(i for i in cluster.ids if i != leader)
+            cluster.kill_node(lagging)
+
+            # Past several snapshots while `lagging` is down: the leader compacts away
+            # everything it lacks, so only a snapshot transfer can catch it up.
+            acked = await write_bulky_talents(session, cluster.url(leader), key, WRITES)
+            leader_status = await health(session, cluster.url(leader))
+            assert leader_status is not None
+            commit_index = int(leader_status["commitIndex"])
+            leader_snapshot = snapshot_index(cluster.data_dir(leader))
+            assert leader_snapshot >= 3 * SNAPSHOT_THRESHOLD, leader_snapshot
+            size_bytes = snapshot_size_bytes(cluster.data_dir(leader))
+            assert size_bytes > 3 * MAX_MESSAGE_SIZE_BYTES, size_bytes
+
+            cluster.start_node(lagging)
+            caught_up = await wait_caught_up(session, cluster.url(lagging), commit_index, 60)
+            assert caught_up["appliedIndex"] >= commit_index
+            recovered = cluster.log_events(lagging, "node.recovered")[-1]
+            assert recovered["last_index"] < leader_snapshot, (recovered, leader_snapshot)
+            assert snapshot_index(cluster.data_dir(lagging)) >= leader_snapshot
+            # The snapshot crossed as fragments and was reassembled into one message.
+            url = cluster.url(lagging)
+            assert await metric(session, url, "mox_transport_messages_reassembled") >= 1
+            assert await metric(session, url, "mox_transport_fragments_received") >= 4
+            sent = await metric(session, cluster.url(leader), "mox_transport_messages_fragmented")
+            assert sent >= 1
+            print(
+                f"snapshot of {size_bytes} bytes at index {leader_snapshot} crossed a "
+                f"{MAX_MESSAGE_SIZE_BYTES}-byte frame limit; node {lagging} caught up to "
+                f"{commit_index}"
+            )
+            # Every acknowledged write is on the node that caught up, in its own state.
+            await assert_readable(session, url, key, acked, "stale")
+            cluster.assert_alive()
+
+    cluster.start()
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 150))
+    finally:
+        cluster.stop()
+    for node_id in cluster.ids:
+        assert "Traceback" not in cluster.log_text(node_id), cluster.log_text(node_id)
