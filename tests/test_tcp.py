@@ -642,3 +642,28 @@ def test_fragment_header_claiming_more_than_the_cap_closes_connection() -> None:
             _fragment(7, 0, 2, 2**40, b"a"), handshake=True, reason="reassembly_oversize"
         )
     )
+
+
+def test_a_newer_large_message_replaces_a_waiting_one() -> None:
+    async def body() -> None:
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, _ = make(1, ports)
+        await a.start()  # node 2 is not listening yet: messages wait
+        try:
+            older, newer = b"o" * (3 * MAX_BYTES), b"n" * (3 * MAX_BYTES)
+            a.send(2, older)
+            a.send(2, b"small")
+            a.send(2, newer)
+            assert a.stats.send_dropped_other == {"large_superseded": 1}
+            b, b_inbox, _ = make(2, ports)
+            await b.start()
+            try:
+                await eventually(lambda: len(b_inbox) == 2)
+                assert b_inbox == [(1, b"small"), (1, newer)]
+                assert b.stats.messages_reassembled == 1
+            finally:
+                await b.close()
+        finally:
+            await a.close()
+
+    run(body)
