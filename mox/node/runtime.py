@@ -218,6 +218,7 @@ class Node:
         machine: StateMachine,
         applied_index: int,
         observer: StepObserver | None,
+        election_timeout_range_ticks: list[int] | None = None,
     ) -> None:
         self.config = config
         self._fs = fs
@@ -232,8 +233,17 @@ class Node:
         self.machine = machine
         self.applied_index = applied_index
         self._observer = observer
+        # [low, high) election timeout ticks, read by the core's timeout iterator at each draw.
+        self._timeout_range_ticks = (
+            election_timeout_range_ticks
+            if election_timeout_range_ticks is not None
+            else [config.election_timeout_ticks_min, config.election_timeout_ticks_max]
+        )
         # Called with the duration in seconds of each WAL group commit (the API's histogram).
         self.on_wal_sync: Callable[[float], None] | None = None
+        # Called when a Ready that changes the term or vote starts persisting, after its
+        # early messages left (the simulator aims crashes at this window).
+        self.on_persist_vote: Callable[[Node], None] | None = None
         self.stats = NodeStats()
         self._inbox: deque[tuple[int, bytes]] = deque()
         self._proposals: deque[_Proposal] = deque()
@@ -331,9 +341,8 @@ class Node:
             max_message_size_bytes=config.max_message_size_bytes,
             snapshot_threshold=config.snapshot_threshold_entries,
         )
-        timeouts = _timeouts(
-            rng, config.election_timeout_ticks_min, config.election_timeout_ticks_max
-        )
+        timeout_range = [config.election_timeout_ticks_min, config.election_timeout_ticks_max]
+        timeouts = _timeouts(rng, timeout_range)
         core = core_class(raft_config, restored, timeouts, trace)
         return cls(
             config,
@@ -349,6 +358,7 @@ class Node:
             machine=machine,
             applied_index=applied_index,
             observer=observer,
+            election_timeout_range_ticks=timeout_range,
         )
 
     # -- public API --------------------------------------------------------------------
@@ -444,6 +454,19 @@ class Node:
         await self.lsm.close()
         self.wal.close()
         self.superblock.close()
+
+    def set_election_timeouts(self, low_ticks: int, high_ticks: int) -> None:
+        """Draw later election timeouts uniformly from [low_ticks, high_ticks) (the
+        simulator narrows them for a while to provoke concurrent candidacies)."""
+        if not 1 <= low_ticks < high_ticks:
+            raise ValueError(f"election timeouts: need 1 <= low < high, got [{low_ticks}, {high_ticks})")
+        if low_ticks <= self.config.heartbeat_ticks:
+            raise ValueError(
+                f"election timeouts: low {low_ticks} must exceed heartbeat_ticks "
+                f"{self.config.heartbeat_ticks}"
+            )
+        self._timeout_range_ticks[0] = low_ticks
+        self._timeout_range_ticks[1] = high_ticks
 
     def crash(self) -> None:
         """Stop at once, as a power cut would (simulator): nothing more is written."""
@@ -582,6 +605,8 @@ class Node:
         self.persisting_vote = rd.hard_state is not None and (
             (rd.hard_state.term, rd.hard_state.vote) != (old.term, old.vote)
         )
+        if self.persisting_vote and self.on_persist_vote is not None:
+            self.on_persist_vote(self)
         if rd.snapshot is not None:
             await self._install_snapshot(rd.snapshot)
         appended: list[tuple[int, int, int]] = []
@@ -754,9 +779,12 @@ class Node:
             close_now()
 
 
-def _timeouts(rng: Random, low_ticks: int, high_ticks: int) -> Iterator[int]:
-    """Election timeouts in ticks, uniform in [low, high), drawn from the node's Random."""
+def _timeouts(rng: Random, range_ticks: list[int]) -> Iterator[int]:
+    """Election timeouts in ticks, uniform in [low, high) of `range_ticks` as it is at each
+    draw (`Node.set_election_timeouts` changes it), drawn from the node's Random."""
     while True:
+        low_ticks, high_ticks = range_ticks
+        assert 1 <= low_ticks < high_ticks, range_ticks
         yield rng.randrange(low_ticks, high_ticks)
 
 

@@ -37,6 +37,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "isolate_leader",  # the current leader is cut off from everyone
     "flapping",  # a link goes down and up again quickly, repeatedly
     "clock_drift",  # node clocks run fast or slow
+    "vote_crash",  # a node crashes while persisting a new term or vote, restarts at once
+    "election_storm",  # narrow election timeouts: concurrent candidacies are common
+    "small_batches",  # AppendEntries carry few entries: followers ack a leader's log piecemeal
 )
 
 DEFAULT_INTENSITY = 0.5

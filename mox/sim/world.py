@@ -191,6 +191,15 @@ class World:
         self.unexpected_errors: list[str] = []
         self.messages_rejected: dict[str, int] = {}
         self._scheduled: list[tuple[float, Callable[[World], None]]] = []
+        # election_storm: every node times out within a few ticks of the others during the
+        # fault phase (split votes, concurrent candidates in one term, where vote-durability
+        # bugs show); the normal range returns at the heal, so the cluster can converge.
+        self._healing = False
+        self._storm_range_ticks: tuple[int, int] | None = None
+        if plan.enabled("election_storm") and config.nodes > 1:
+            low_ticks = config.election_timeout_ticks_min
+            spread_ticks = 2 + round(3 * (1 - plan.intensity("election_storm")))
+            self._storm_range_ticks = (low_ticks, low_ticks + spread_ticks)
 
     def at(self, time_s: float, action: Callable[[World], None]) -> None:
         """Run `action(world)` `time_s` virtual seconds into the fault phase (tests use this to
@@ -303,6 +312,13 @@ class World:
             await asyncio.gather(*fault_tasks, return_exceptions=True)
             self.network.heal()
             self.network.faults = NetworkFaults()
+            self._healing = True
+            for node_or_none in self.nodes.values():
+                if node_or_none is not None:
+                    node_or_none.set_election_timeouts(
+                        self.config.election_timeout_ticks_min,
+                        self.config.election_timeout_ticks_max,
+                    )
             for node_id in self.node_ids:
                 restart = self._restart_tasks.pop(node_id, None)
                 if restart is not None:
@@ -363,6 +379,12 @@ class World:
     def _node_config(self, node_id: int) -> NodeConfig:
         config = self.config
         rate = 1.0 + self.drift_ppm[node_id] / 1_000_000
+        plan = self.plan
+        batch_entries = 1000
+        if plan.enabled("small_batches"):
+            # Followers then ack a new leader's log an entry or two at a time, so an entry
+            # of an earlier term can reach a majority before the leader's own (Figure 8).
+            batch_entries = 1 + round(2 * (1 - plan.intensity("small_batches")))
         return NodeConfig(
             node_id=node_id,
             members=self.node_ids,
@@ -372,6 +394,7 @@ class World:
             heartbeat_ticks=config.heartbeat_ticks,
             election_timeout_ticks_min=config.election_timeout_ticks_min,
             election_timeout_ticks_max=config.election_timeout_ticks_max,
+            max_batch_size=batch_entries,
             snapshot_threshold_entries=config.snapshot_threshold_entries,
             wal_segment_size_bytes=config.wal_segment_size_bytes,
             lsm_options=LsmOptions(memtable_size_bytes=256 * 1024, verify_blocks_on_open=True),
@@ -397,6 +420,10 @@ class World:
             self._violate("recovery", node_id, f"node {node_id} failed to open: {exc!r}")
             raise _Stop() from exc
         self.nodes[node_id] = node
+        if self._storm_range_ticks is not None and not self._healing:
+            node.set_election_timeouts(*self._storm_range_ticks)
+        if self.plan.enabled("vote_crash") and self.config.nodes > 1:
+            node.on_persist_vote = self._on_persist_vote
         task = node.start()
         task.add_done_callback(functools.partial(self._on_node_done, node_id))
 
@@ -439,6 +466,31 @@ class World:
             assert self._phase_over is not None
             self._phase_over.set()
 
+    def _on_persist_vote(self, node: Node) -> None:
+        """A node starts persisting a new term or vote, its early messages already sent.
+        With probability, crash it before the persist completes and restart it within
+        milliseconds: candidates of the same term are still asking for votes then."""
+        if self._phase_over is None or self._phase_over.is_set():
+            return
+        if self._fault_rng.random() >= 0.5 * self.plan.intensity("vote_crash"):
+            return
+        restart_after_s = self._uniform(0.001, 0.02)
+        # After the node's own task yields to the disk, not inside its step.
+        asyncio.get_running_loop().call_soon(self._vote_crash, node, restart_after_s)
+
+    def _vote_crash(self, node: Node, restart_after_s: float) -> None:
+        node_id = node.node_id
+        if self.nodes[node_id] is not node or node.stopped or not node.persisting_vote:
+            return
+        assert self._phase_over is not None
+        if self._phase_over.is_set():
+            return
+        down = sum(1 for n in self.node_ids if self.nodes[n] is None)
+        if down >= (self.config.nodes - 1) // 2:
+            return
+        self._count("vote_crash")
+        self.crash(node_id, restart_after_s=restart_after_s)
+
     def _count(self, kind: str) -> None:
         self.faults_injected[kind] = self.faults_injected.get(kind, 0) + 1
 
@@ -457,6 +509,8 @@ class World:
             tasks.append(self._isolate_leader_loop(plan.intensity("isolate_leader")))
         if plan.enabled("flapping") and self.config.nodes > 1:
             tasks.append(self._flapping_loop(plan.intensity("flapping")))
+        if plan.enabled("election_storm") and self.config.nodes > 1:
+            tasks.append(self._election_storm_loop(plan.intensity("election_storm")))
         return tasks
 
     def _exp_s(self, mean_s: float) -> float:
@@ -557,6 +611,44 @@ class World:
             self._count("isolate_leader")
             await asyncio.sleep(self._uniform(0.3, 2.0))
             self.network.clear_cut("isolate_leader")
+
+    async def _election_storm_loop(self, intensity: float) -> None:
+        """Depose the leader again and again (cut off just longer than an election
+        timeout): with the narrow timeouts of `election_storm` the others then campaign
+        almost together, in the same term."""
+        timeout_s = self.config.tick_interval_s * self.config.election_timeout_ticks_min
+        while True:
+            await asyncio.sleep(self._exp_s(0.5 / intensity))
+            leader = await self._await_leader_with_tail(0.1)
+            if leader is None:
+                continue
+            self.network.isolate(leader, self.node_ids, name="election_storm")
+            self._count("election_storm")
+            await asyncio.sleep(self._uniform(1.2 * timeout_s, 3.0 * timeout_s))
+            self.network.clear_cut("election_storm")
+
+    async def _await_leader_with_tail(self, timeout_s: float) -> int | None:
+        """The newest leader, as soon as (polled each ms, up to `timeout_s`) it holds
+        entries not yet committed: cut off then, it keeps a tail that a later leader must
+        replace or, if it comes back and wins, finish (Raft Figure 8). At the timeout, the
+        newest leader whatever its log; None if there is none."""
+        leader: int | None = None
+        for _ in range(max(1, int(timeout_s / 0.001))):
+            leader = self._newest_leader()
+            if leader is not None:
+                view = self.nodes[leader].raft_view()  # type: ignore[union-attr]
+                if view.last_index > view.commit_index:
+                    return leader
+            await asyncio.sleep(0.001)
+        return self._newest_leader()
+
+    def _newest_leader(self) -> int | None:
+        leaders = [
+            n for n in self.node_ids if (node := self.nodes[n]) is not None and node.is_leader
+        ]
+        if not leaders:
+            return None
+        return max(leaders, key=lambda n: (self.nodes[n].core.term, n))  # type: ignore[union-attr]
 
     async def _flapping_loop(self, intensity: float) -> None:
         while True:
@@ -707,7 +799,9 @@ def _network_faults(plan: FaultPlan) -> NetworkFaults:
         loss_probability=0.15 * plan.intensity("loss"),
         duplicate_probability=0.1 * plan.intensity("duplicate"),
         reorder_probability=0.5 * plan.intensity("reorder"),
-        reorder_delay_max_ms=50.0,
+        # Long tails: a stale AppendEntries of a deposed leader can arrive after a new
+        # leader's, and a duplicate long after its original.
+        reorder_delay_max_ms=50.0 + 250.0 * plan.intensity("reorder"),
     )
 
 
