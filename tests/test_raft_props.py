@@ -67,10 +67,10 @@ class Checker:
                     f"StateMachineSafety: node {node_id} applied a different entry at {index}"
                 )
         for node in nodes.values():
-            for ctx, index in node.read_results:
-                if index is not None:
-                    assert index >= self.read_floor[ctx], (
-                        f"read {ctx!r} served at {index}, below commit {self.read_floor[ctx]} when asked"
+            for ctx, read_index in node.read_results:
+                if read_index is not None:
+                    assert read_index >= self.read_floor[ctx], (
+                        f"read {ctx!r} served at {read_index}, below commit {self.read_floor[ctx]} when asked"
                     )
                     self.reads_served += 1
             node.read_results.clear()
@@ -194,9 +194,11 @@ def run_schedule(seed: int, steps: int, members: int, extra_nodes: int, conf_cha
             node.core.read_index(ctx)
         elif conf_changes:
             target = rng.choice(ids)
-            op = "remove" if target in node.core.config() else "add"
             try:
-                node.core.propose_conf_change(ConfChange(op, target))
+                if target in node.core.config():
+                    node.core.propose_conf_change(ConfChange("remove", target))
+                else:
+                    node.core.propose_conf_change(ConfChange("add", target))
             except ValueError:
                 pass  # removing the last member
         checker.check()

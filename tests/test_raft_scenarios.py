@@ -70,7 +70,7 @@ def test_scenario(path: Path) -> None:
     update = os.environ.get("MOX_UPDATE_GOLDEN") == "1"
     blocks = parse_blocks(path.read_text(), path)
     env = InteractionEnv()
-    actual_blocks = []
+    actual_blocks: list[tuple[list[str], str, str]] = []
     mismatches = []
     for comments, command, expected in blocks:
         if not command:
