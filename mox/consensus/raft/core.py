@@ -17,6 +17,9 @@ world must do comes out of `ready()`:
 Durability rules encoded in the Ready: a message leaves before the persist only if the term and
 vote it depends on are already durable and it acknowledges nothing (responses always wait); a
 leader counts its own entries toward a commit only once `advance` reports them persisted.
+`advance(rd)` first emits `PersistState` (the spec's durable := volatile, outbox released)
+when `rd` made spec state durable or released messages; that is exact only if the core is
+not stepped between `ready()` and `advance()`, which the runtime and the harness guarantee.
 
 Bad input never raises out of `step`: a message that no correct peer could send is dropped and
 counted in `rejected[reason]` (and logged), exactly as if the network had lost it.
