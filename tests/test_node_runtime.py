@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from mox.consensus.raft.core import ConfChange
 from mox.io.sim import SimClock, SimDisk, SimRandom
 from mox.io.simloop import run_virtual
 from mox.node.errors import NodeStopped, NotLeader
-from mox.node.runtime import Node, NodeConfig
+from mox.node.runtime import ConfChangeRefused, Node, NodeConfig
 from mox.node.snapshot_file import SNAPSHOT_FILE
 from mox.node.trace import TraceLog
 from mox.sim.network import SimNetwork
@@ -403,3 +404,88 @@ def test_single_node_on_real_files_and_a_real_loop(tmp_path: Any, loop_kind: str
         loop.run_until_complete(body())
     finally:
         loop.close()
+
+
+# -- membership changes (Node.propose_conf_change) ------------------------------------
+
+
+def test_remove_then_add_back_a_member() -> None:
+    async def body() -> None:
+        cluster = Cluster(5, seed=5)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        assert decode_result(await leader.submit(create_tenant())).ok
+        removed = next(n for n in cluster.ids if n != leader.node_id)
+        index = await leader.propose_conf_change(ConfChange("remove", removed))
+        assert leader.status().applied_index >= index
+        assert removed not in leader.members()
+        assert list(leader.core.log.config_at(index)) == [n for n in cluster.ids if n != removed]
+        # The removed node no longer gets entries: the cluster of four goes on without it.
+        # The removed node no longer gets entries (it may never learn of its removal: the
+        # leader stopped sending to it), so it is shut down, as an operator would.
+        await leader.submit(register("a", 2, "while-removed"))
+        assert cluster.nodes[removed].status().last_index < leader.status().last_index
+        cluster.crash(removed)
+        await asyncio.sleep(0.5)
+        assert leader.is_leader
+        out = await cluster.start(removed)
+        index = await leader.propose_conf_change(ConfChange("add", removed))
+        assert removed in leader.members()
+        await cluster.settle()
+        assert out.status().applied_index >= index
+        assert display_name(await out.read(get("a"), linearizable=False)) == "while-removed"
+        await cluster.stop()
+
+    run(body)
+
+
+def test_removing_the_leader_hands_leadership_over() -> None:
+    async def body() -> None:
+        cluster = Cluster(3, seed=6)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        await leader.submit(create_tenant())
+        old = leader.node_id
+        await leader.propose_conf_change(ConfChange("remove", old))
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + 5.0
+        while loop.time() < deadline_s:
+            leaders = [n for n in cluster.nodes.values() if n.is_leader and n.node_id != old]
+            if leaders:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError([n.status() for n in cluster.nodes.values()])
+        assert not cluster.nodes[old].is_leader
+        assert old not in leaders[0].members()
+        await cluster.stop()
+
+    run(body)
+
+
+def test_conf_change_errors() -> None:
+    async def body() -> None:
+        cluster = Cluster(3, seed=7)
+        await cluster.start_all()
+        leader = await cluster.leader()
+        await leader.submit(create_tenant())
+        follower = next(n for n in cluster.nodes.values() if not n.is_leader)
+        with pytest.raises(NotLeader):
+            await follower.propose_conf_change(ConfChange("remove", leader.node_id))
+        with pytest.raises(ValueError, match="already a member"):
+            await leader.propose_conf_change(ConfChange("add", follower.node_id))
+        with pytest.raises(ValueError, match="not a member"):
+            await leader.propose_conf_change(ConfChange("remove", 9))
+        # A second change while the first is uncommitted is refused, not queued.
+        first = asyncio.ensure_future(
+            leader.propose_conf_change(ConfChange("remove", follower.node_id))
+        )
+        await asyncio.sleep(0)
+        with pytest.raises(ConfChangeRefused):
+            await leader.propose_conf_change(ConfChange("add", 4))
+        await first
+        with pytest.raises(ValueError, match="low"):
+            leader.set_election_timeouts(3, 9)
+        await cluster.stop()
+
+    run(body)

@@ -45,6 +45,7 @@ import msgspec
 import xxhash
 
 from mox.consensus.raft.core import (
+    ConfChange,
     RaftConfig,
     RaftCore,
     Ready,
@@ -67,7 +68,7 @@ from mox.consensus.raft.messages import (
 from mox.consensus.raft.trace import TraceSink
 from mox.errors import DataDirError
 from mox.io.interfaces import Clock, FileSystem, Random, Transport
-from mox.node.errors import NodeStopped, NotLeader, Overloaded, ProposalDropped
+from mox.node.errors import NodeStopped, NotLeader, Overloaded, ProposalDropped, RequestError
 from mox.node.snapshot_file import decode_items, encode_items, read_snapshot, write_snapshot
 from mox.statemachine.machine import StateMachine
 from mox.storage.lsm import LsmOptions, LsmStore
@@ -81,6 +82,7 @@ RTYPE_ENTRY = 1
 _TICK_TOLERANCE_S_MAX = 0.001
 
 __all__ = [
+    "ConfChangeRefused",
     "Node",
     "NodeConfig",
     "NodeStats",
@@ -186,10 +188,26 @@ class NodeStats:
     reads_stale: int = 0
 
 
+class ConfChangeRefused(RequestError):
+    """The leader did not append the configuration change now (a change is still
+    uncommitted, or no entry of its term is committed yet): retry later. Not applied."""
+
+    def __init__(self, node_id: int, change: ConfChange) -> None:
+        self.node_id = node_id
+        self.change = change
+        super().__init__(
+            f"node {node_id}: conf change {change.op} {change.node_id} refused for now "
+            "(a change is pending or the leader has not committed an entry of its term)"
+        )
+
+
 @attrs.define(eq=False)
 class _Proposal:
     command: bytes
     future: asyncio.Future[bytes]
+    # The change, for a configuration change (command then empty).
+    conf_change: ConfChange | None = None
+    index: int | None = None
 
 
 @attrs.define(eq=False)
@@ -389,6 +407,30 @@ class Node:
         self._wake.set()
         return await proposal.future
 
+    async def propose_conf_change(self, change: ConfChange) -> int:
+        """Propose a single-server membership change; return the index of its
+        configuration entry once applied here (the change is then committed).
+
+        Raises NotLeader or ConfChangeRefused (not appended), ProposalDropped or
+        NodeStopped (outcome unknown), ValueError for a change that makes no sense (adding
+        a member, removing a non-member or the last member).
+        """
+        self._check_running()
+        if not self.is_leader:
+            raise NotLeader(self.node_id, self.leader_id)
+        if len(self._proposals) + len(self._waiting_apply) >= self.config.pending_requests_max:
+            raise Overloaded(self.node_id, self.config.pending_requests_max)
+        proposal = _Proposal(b"", asyncio.get_running_loop().create_future(), change)
+        self._proposals.append(proposal)
+        self._wake.set()
+        await proposal.future
+        assert proposal.index is not None
+        return proposal.index
+
+    def members(self) -> tuple[int, ...]:
+        """The latest configuration in this node's log (committed or not)."""
+        return tuple(self.core.log.config())
+
     async def read(self, query: bytes, *, linearizable: bool = True) -> bytes:
         """Answer `query` from the state machine.
 
@@ -540,9 +582,16 @@ class Node:
         if now_s >= self._next_tick_s:
             interval_s = self.config.tick_interval_s
             due = int((now_s - self._next_tick_s) / interval_s) + 1
-            for _ in range(min(due, self.config.ticks_catch_up_max)):
-                self.core.tick()
-                self.stats.ticks += 1
+            # A node the latest configuration in its log leaves out does not tick: the
+            # leader stops sending to it once its removal commits, and its election
+            # timeouts would only depose that leader with ever higher terms (Raft thesis
+            # 4.2.3). It ticks again when an add (or a truncation of the removal) puts it
+            # back. A leader removing itself keeps ticking to finish replicating it.
+            core = self.core
+            if core.role is Role.LEADER or self.node_id in core.log.config():
+                for _ in range(min(due, self.config.ticks_catch_up_max)):
+                    core.tick()
+                    self.stats.ticks += 1
             self._next_tick_s += due * interval_s
             assert self._next_tick_s > now_s
             if self._tick_handle is not None:
@@ -581,7 +630,23 @@ class Node:
             proposal = self._proposals.popleft()
             if proposal.future.done():
                 continue  # the submitter gave up before it was proposed
-            index = core.propose([proposal.command])
+            if proposal.conf_change is not None:
+                try:
+                    index = core.propose_conf_change(proposal.conf_change)
+                except ValueError as exc:
+                    proposal.future.set_exception(exc)
+                    continue
+                if index is None:
+                    refusal: RequestError = (
+                        ConfChangeRefused(self.node_id, proposal.conf_change)
+                        if core.role is Role.LEADER
+                        else NotLeader(self.node_id, self.leader_id)
+                    )
+                    proposal.future.set_exception(refusal)
+                    continue
+                proposal.index = index
+            else:
+                index = core.propose([proposal.command])
             if index is None:
                 proposal.future.set_exception(NotLeader(self.node_id, self.leader_id))
                 continue
@@ -661,9 +726,11 @@ class Node:
         term, proposal = waiting
         if proposal.future.done():
             return
-        if entry.term == term and entry.kind == NORMAL:
+        if entry.term == term and entry.kind == NORMAL and proposal.conf_change is None:
             assert result is not None
             proposal.future.set_result(result)
+        elif entry.term == term and entry.kind == CONFIG and proposal.conf_change is not None:
+            proposal.future.set_result(b"")
         else:
             proposal.future.set_exception(
                 ProposalDropped(self.node_id, entry.index, f"index taken by term {entry.term}")

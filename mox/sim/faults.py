@@ -40,6 +40,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "vote_crash",  # a node crashes while persisting a new term or vote, restarts at once
     "election_storm",  # narrow election timeouts: concurrent candidacies are common
     "small_batches",  # AppendEntries carry few entries: followers ack a leader's log piecemeal
+    "membership",  # (5 nodes) a member is removed, then added back: single-server changes
 )
 
 DEFAULT_INTENSITY = 0.5

@@ -42,7 +42,7 @@ import xxhash
 
 import mox
 from checker.lin import HistoryRecorder, check_kv, check_stale_reads
-from mox.consensus.raft.core import RaftCore
+from mox.consensus.raft.core import ConfChange, RaftCore
 from mox.consensus.raft.messages import decode_message
 from mox.consensus.raft.trace import message_to_trace
 from mox.io.sim import DiskFaults, SimClock, SimDisk, SimRandom
@@ -195,6 +195,9 @@ class World:
         # fault phase (split votes, concurrent candidates in one term, where vote-durability
         # bugs show); the normal range returns at the heal, so the cluster can converge.
         self._healing = False
+        # Members removed by the membership fault and shut down until added back (a dict
+        # used as an ordered set).
+        self._decommissioned: dict[int, bool] = {}
         self._storm_range_ticks: tuple[int, int] | None = None
         if plan.enabled("election_storm") and config.nodes > 1:
             low_ticks = config.election_timeout_ticks_min
@@ -313,6 +316,7 @@ class World:
             self.network.heal()
             self.network.faults = NetworkFaults()
             self._healing = True
+            self._decommissioned.clear()
             for node_or_none in self.nodes.values():
                 if node_or_none is not None:
                     node_or_none.set_election_timeouts(
@@ -328,6 +332,9 @@ class World:
             stop_clients.set()
             await asyncio.gather(*clients)
             self._raise_if_violated()
+            if self.plan.enabled("membership") and self.config.nodes >= 5:
+                await self._ensure_full_membership()
+                self._raise_if_violated()
             await self._converge()
             self._raise_if_violated()
             # Phase 3: final checks.
@@ -436,7 +443,9 @@ class World:
                 "node_failure", node_id, f"node {node_id} died: {type(exc).__name__}: {exc}"
             )
 
-    def crash(self, node_id: int, *, restart_after_s: float | None = None) -> None:
+    def crash(
+        self, node_id: int, *, restart_after_s: float | None = None, count: bool = True
+    ) -> None:
         """Crash `node_id` now (its disk keeps only synced writes); restart it later."""
         node = self.nodes[node_id]
         assert node is not None
@@ -444,7 +453,8 @@ class World:
         self._collect_rejected(node)
         self.disks[node_id].crash()
         self.nodes[node_id] = None
-        self._count("crash")
+        if count:
+            self._count("crash")
         if restart_after_s is not None:
             self._restart_tasks[node_id] = asyncio.get_running_loop().create_task(
                 self._restart_after(node_id, restart_after_s)
@@ -509,6 +519,8 @@ class World:
             tasks.append(self._isolate_leader_loop(plan.intensity("isolate_leader")))
         if plan.enabled("flapping") and self.config.nodes > 1:
             tasks.append(self._flapping_loop(plan.intensity("flapping")))
+        if plan.enabled("membership") and self.config.nodes >= 5:
+            tasks.append(self._membership_loop(plan.intensity("membership")))
         if plan.enabled("election_storm") and self.config.nodes > 1:
             tasks.append(self._election_storm_loop(plan.intensity("election_storm")))
         return tasks
@@ -565,7 +577,7 @@ class World:
     async def _restart_after(self, node_id: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         self._restart_tasks.pop(node_id, None)
-        if self.nodes[node_id] is None:
+        if self.nodes[node_id] is None and node_id not in self._decommissioned:
             self._count("restart")
             try:
                 await self._start_node(node_id)
@@ -626,6 +638,75 @@ class World:
             self._count("election_storm")
             await asyncio.sleep(self._uniform(1.2 * timeout_s, 3.0 * timeout_s))
             self.network.clear_cut("election_storm")
+
+    async def _membership_loop(self, intensity: float) -> None:
+        """Remove a random member (the leader too, at times), then add it back: the
+        cluster runs single-server changes under whatever other faults are on. A removed
+        node keeps running (it does not campaign: it is not in its own configuration) and
+        is brought up to date by the leader once added back."""
+        while True:
+            await asyncio.sleep(self._exp_s(1.5 / intensity))
+            member = self._pick(list(self.node_ids))
+            if not await self._change_membership(ConfChange("remove", member), 1.0):
+                continue
+            self._count("member_removed")
+            # Decommissioned, as an operator would: the leader stops sending to a removed
+            # node at once, so it may never learn of its removal, and its election
+            # timeouts would depose the leader again and again (no pre-vote in the core).
+            self._decommission(member)
+            await asyncio.sleep(self._uniform(0.1, 1.0))
+            await self._recommission(member)
+            # Added back however long it takes: a cluster of four for the rest of the
+            # run would leave one replica out of the convergence checks.
+            while not await self._change_membership(ConfChange("add", member), 1.0):
+                await asyncio.sleep(0.05)
+            self._count("member_added")
+
+    def _decommission(self, node_id: int) -> None:
+        restart = self._restart_tasks.pop(node_id, None)
+        if restart is not None:
+            restart.cancel()
+        if self.nodes[node_id] is not None:
+            self.crash(node_id, count=False)  # a shutdown, not a crash fault
+        self._decommissioned[node_id] = True
+
+    async def _recommission(self, node_id: int) -> None:
+        self._decommissioned.pop(node_id, None)
+        if self.nodes[node_id] is None:
+            await self._start_node(node_id)
+
+    async def _change_membership(self, change: ConfChange, timeout_s: float) -> bool:
+        """Propose `change` at the newest leader; True once it is applied there, or once
+        the configuration already reflects it (an earlier attempt's entry committed)."""
+        leader = self._newest_leader()
+        if leader is None:
+            await asyncio.sleep(0.05)
+            return False
+        node = self.nodes[leader]
+        assert node is not None
+        members = node.members()
+        if (change.op == "add") == (change.node_id in members):
+            return node.core.log.last_config_index() <= node.core.log.commit_index
+        if change.op == "remove" and len(members) <= self.config.nodes - 1:
+            return False  # one change at a time: keep at least nodes-1 members
+        try:
+            await asyncio.wait_for(node.propose_conf_change(change), timeout_s)
+        except (RequestError, TimeoutError):
+            return False
+        return True
+
+    async def _ensure_full_membership(self) -> None:
+        """At the heal: add back a member a cancelled membership task left out."""
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + self.config.converge_bound_s
+        for node_id in self.node_ids:
+            while not await self._change_membership(ConfChange("add", node_id), 1.0):
+                if loop.time() >= deadline_s:
+                    self._violate(
+                        "convergence", None, f"node {node_id} could not be added back in time"
+                    )
+                    raise _Stop()
+                await asyncio.sleep(0.05)
 
     async def _await_leader_with_tail(self, timeout_s: float) -> int | None:
         """The newest leader, as soon as (polled each ms, up to `timeout_s`) it holds
