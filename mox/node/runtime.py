@@ -582,16 +582,9 @@ class Node:
         if now_s >= self._next_tick_s:
             interval_s = self.config.tick_interval_s
             due = int((now_s - self._next_tick_s) / interval_s) + 1
-            # A node the latest configuration in its log leaves out does not tick: the
-            # leader stops sending to it once its removal commits, and its election
-            # timeouts would only depose that leader with ever higher terms (Raft thesis
-            # 4.2.3). It ticks again when an add (or a truncation of the removal) puts it
-            # back. A leader removing itself keeps ticking to finish replicating it.
-            core = self.core
-            if core.role is Role.LEADER or self.node_id in core.log.config():
-                for _ in range(min(due, self.config.ticks_catch_up_max)):
-                    core.tick()
-                    self.stats.ticks += 1
+            for _ in range(min(due, self.config.ticks_catch_up_max)):
+                self.core.tick()
+                self.stats.ticks += 1
             self._next_tick_s += due * interval_s
             assert self._next_tick_s > now_s
             if self._tick_handle is not None:
