@@ -100,6 +100,8 @@ class ApiConfig:
 class LimitsConfig:
     max_batch_size: int = 1000
     max_message_size_bytes: int = 16 * 1000**2
+    # the largest message (a snapshot) the cluster transport reassembles from frames
+    max_snapshot_size_bytes: int = GiB
     max_tenants: int = 10_000
     max_events_per_second: int = 100_000
 
@@ -356,10 +358,17 @@ def _parse_limits(raw: object) -> LimitsConfig:
     config = LimitsConfig(
         max_batch_size=table.take("max_batch_size", 1000, _int_in(1, 1_000_000)),
         max_message_size_bytes=table.take("max_message_size", 16 * 1000**2, _size_in(4 * KiB, GiB)),
+        max_snapshot_size_bytes=table.take("max_snapshot_size", GiB, _size_in(4 * KiB, 64 * GiB)),
         max_tenants=table.take("max_tenants", 10_000, _int_in(1, 10_000_000)),
         max_events_per_second=table.take("max_events_per_second", 100_000, _int_in(1, 10**9)),
     )
     table.finish()
+    if config.max_snapshot_size_bytes < config.max_message_size_bytes:
+        raise ConfigError(
+            "limits.max_snapshot_size",
+            f"must be at least limits.max_message_size ({config.max_message_size_bytes} bytes),"
+            f" got {config.max_snapshot_size_bytes}",
+        )
     return config
 
 

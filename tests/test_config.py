@@ -120,6 +120,8 @@ def with_value(section: str, key: str, value: object) -> dict[str, Any]:
         ("api", "request_timeout", "-1s", "cannot parse duration"),
         ("limits", "max_batch_size", "1000", "expected an integer"),
         ("limits", "max_message_size", "1KB", "must be between"),
+        ("limits", "max_snapshot_size", "128GiB", "must be between"),
+        ("limits", "max_snapshot_size", "1MB", "must be at least limits.max_message_size"),
         ("limits", "max_tenants", 10**8, "must be in"),
         ("limits", "max_events_per_second", False, "expected an integer"),
         ("storage", "wal_segmnet_size", "64MB", "unknown key"),

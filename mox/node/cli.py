@@ -279,6 +279,7 @@ async def serve(
         logger,
         cluster_id=config.cluster.cluster_id,
         random=rng,
+        max_reassembled_size_bytes=config.limits.max_snapshot_size_bytes,
     )
     node: Node | None = None
     runner: web.AppRunner | None = None
