@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
-from mox.consensus.raft.messages import Entry
+from mox.consensus.raft.core import RaftCore
+from mox.consensus.raft.messages import AppendEntriesResponse, Entry, Message
 from mox.node.runtime import RaftView
 from mox.sim.faults import FaultPlan
 from mox.sim.invariants import InvariantChecker
@@ -247,3 +248,22 @@ def test_damaged_wal_record_is_caught_at_recovery() -> None:
     assert result.violation is not None
     assert result.violation.invariant == "recovery", result.violation.describe()
     assert "corruption" in result.violation.detail
+
+
+class _AcksEntriesItLacks(RaftCore):
+    """A follower that acknowledges two entries more than it holds."""
+
+    def _send(self, msg: Message) -> None:
+        if isinstance(msg, AppendEntriesResponse) and msg.success:
+            msg = msgspec.structs.replace(msg, match_index=msg.match_index + 2)
+        super()._send(msg)
+
+
+def test_an_acknowledgement_of_entries_a_follower_lacks_is_caught() -> None:
+    config = WorldConfig(seed=1, faults=FaultPlan.none(), duration_s=1.0, trace=False)
+    result = World(config, core_class=_AcksEntriesItLacks).run()
+    assert result.violation is not None
+    assert result.violation.invariant == "ack_holds_entries", result.violation
+    clean = World(config).run()
+    assert clean.ok, clean.summary_line()
+    assert clean.checks["ack_holds_entries"] > 0

@@ -262,6 +262,8 @@ class Node:
         # Called when a Ready that changes the term or vote starts persisting, after its
         # early messages left (the simulator aims crashes at this window).
         self.on_persist_vote: Callable[[Node], None] | None = None
+        # Called with every message as it leaves (the simulator checks what a node claims).
+        self.on_send: Callable[[Node, Message], None] | None = None
         self.stats = NodeStats()
         self._inbox: deque[tuple[int, bytes]] = deque()
         self._proposals: deque[_Proposal] = deque()
@@ -745,6 +747,8 @@ class Node:
         self._reads_ready = still
 
     def _send(self, msg: Message) -> None:
+        if self.on_send is not None:
+            self.on_send(self, msg)
         self.stats.messages_sent += 1
         self._transport.send(msg.dst, encode_message(msg))
 

@@ -37,6 +37,7 @@ INVARIANTS: tuple[str, ...] = (
     "committed_entry_kept",
     "leader_completeness",
     "state_machine_safety",
+    "ack_holds_entries",
     "convergence",
     "acknowledged_writes_applied",
     "replica_state_equal",

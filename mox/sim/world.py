@@ -43,7 +43,7 @@ import xxhash
 import mox
 from checker.lin import HistoryRecorder, check_kv, check_stale_reads
 from mox.consensus.raft.core import ConfChange, RaftCore
-from mox.consensus.raft.messages import decode_message
+from mox.consensus.raft.messages import AppendEntriesResponse, Message, decode_message
 from mox.consensus.raft.trace import message_to_trace
 from mox.io.sim import DiskFaults, SimClock, SimDisk, SimRandom
 from mox.io.simloop import VirtualTimeLoop
@@ -195,6 +195,7 @@ class World:
         # fault phase (split votes, concurrent candidates in one term, where vote-durability
         # bugs show); the normal range returns at the heal, so the cluster can converge.
         self._healing = False
+        self._setup_stop: asyncio.Event | None = None
         # Members removed by the membership fault and shut down until added back (a dict
         # used as an ordered set).
         self._decommissioned: dict[int, bool] = {}
@@ -359,6 +360,7 @@ class World:
 
     async def _setup(self) -> None:
         stop = asyncio.Event()
+        self._setup_stop = stop  # a violation during the setup ends it at once
         handle = asyncio.get_running_loop().call_later(self.config.converge_bound_s, stop.set)
         await self.workload.setup(stop)
         handle.cancel()
@@ -380,6 +382,8 @@ class World:
         self.checker.fail(invariant, node_id, detail)
         assert self._phase_over is not None
         self._phase_over.set()
+        if self._setup_stop is not None:
+            self._setup_stop.set()
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -427,6 +431,7 @@ class World:
             self._violate("recovery", node_id, f"node {node_id} failed to open: {exc!r}")
             raise _Stop() from exc
         self.nodes[node_id] = node
+        node.on_send = self._on_send
         if self._storm_range_ticks is not None and not self._healing:
             node.set_election_timeouts(*self._storm_range_ticks)
         if self.plan.enabled("vote_crash") and self.config.nodes > 1:
@@ -475,6 +480,24 @@ class World:
         ):
             assert self._phase_over is not None
             self._phase_over.set()
+            if checker.failed and self._setup_stop is not None:
+                self._setup_stop.set()
+
+    def _on_send(self, node: Node, msg: Message) -> None:
+        """A follower acknowledges only entries it holds: a successful AppendEntriesResponse
+        names a match index within the sender's log (the leader counts it toward commit, so
+        a false claim can commit an entry a majority lacks)."""
+        if not isinstance(msg, AppendEntriesResponse) or not msg.success:
+            return
+        self.checker.checks["ack_holds_entries"] += 1
+        log = node.core.log
+        if msg.match_index > log.last_index():
+            self._violate(
+                "ack_holds_entries",
+                node.node_id,
+                f"node {node.node_id} acknowledged index {msg.match_index} to node {msg.dst} "
+                f"but its log ends at {log.last_index()}",
+            )
 
     def _on_persist_vote(self, node: Node) -> None:
         """A node starts persisting a new term or vote, its early messages already sent.
