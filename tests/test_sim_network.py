@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 from typing import Any
@@ -90,7 +91,7 @@ def test_symmetric_partition_and_heal() -> None:
     async def main() -> None:
         eps = {n: network.endpoint(n) for n in (1, 2, 3)}
         for n, ep in eps.items():
-            ep.set_receiver(lambda src, payload, n=n: got[n].append(src))
+            ep.set_receiver(functools.partial(_append_src, got[n]))
         network.partition([[1, 2], [3]])
         for src in (1, 2, 3):
             for dst in (1, 2, 3):
@@ -116,7 +117,7 @@ def test_asymmetric_block_cuts_one_direction_only() -> None:
     async def main() -> None:
         eps = {n: network.endpoint(n) for n in (1, 2)}
         for n, ep in eps.items():
-            ep.set_receiver(lambda src, payload, n=n: got.append((src, n)))
+            ep.set_receiver(functools.partial(_append_pair, got, n))
         network.block(1, 2)
         eps[1].send(2, b"a")
         eps[2].send(1, b"b")
@@ -202,7 +203,7 @@ def test_overflow_bound_drops_beyond_in_flight_max() -> None:
         ({"latency_min_ms": 10.0, "latency_max_ms": 5.0}, "latency_max_ms"),
     ],
 )
-def test_bad_fault_options_name_the_field(kwargs: dict[str, float], field: str) -> None:
+def test_bad_fault_options_name_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         NetworkFaults(**kwargs)
 
@@ -214,7 +215,7 @@ def test_named_cuts_heal_independently() -> None:
     async def main() -> None:
         eps = {n: network.endpoint(n) for n in (1, 2, 3)}
         for n, ep in eps.items():
-            ep.set_receiver(lambda src, payload, n=n: got.append((src, n)))
+            ep.set_receiver(functools.partial(_append_pair, got, n))
         network.partition([[1], [2, 3]])  # name "partition"
         network.block(2, 3, name="asymmetric")
         assert network.is_blocked(1, 2) and network.is_blocked(2, 3)
@@ -230,3 +231,11 @@ def test_named_cuts_heal_independently() -> None:
 
     run_virtual(main())
     assert sorted(got) == [(1, 2), (3, 2)]
+
+
+def _append_src(out: list[int], src: int, payload: bytes) -> None:
+    out.append(src)
+
+
+def _append_pair(out: list[tuple[int, int]], dst: int, src: int, payload: bytes) -> None:
+    out.append((src, dst))

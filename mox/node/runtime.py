@@ -503,7 +503,9 @@ class Node:
         """Draw later election timeouts uniformly from [low_ticks, high_ticks) (the
         simulator narrows them for a while to provoke concurrent candidacies)."""
         if not 1 <= low_ticks < high_ticks:
-            raise ValueError(f"election timeouts: need 1 <= low < high, got [{low_ticks}, {high_ticks})")
+            raise ValueError(
+                f"election timeouts: need 1 <= low < high, got [{low_ticks}, {high_ticks})"
+            )
         if low_ticks <= self.config.heartbeat_ticks:
             raise ValueError(
                 f"election timeouts: low {low_ticks} must exceed heartbeat_ticks "
