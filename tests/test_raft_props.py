@@ -23,7 +23,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mox.consensus.raft.core import ConfChange, Role
@@ -209,7 +209,14 @@ def run_schedule(seed: int, steps: int, members: int, extra_nodes: int, conf_cha
             env.nodes[node_id].core.tick()
         env.stabilize()
         checker.check()
-        leaders = [n for n in env.nodes.values() if n.core.role is Role.LEADER]
+        # The leader of the highest term: a member removed while it led an older term may
+        # still believe it leads (stale messages are dropped without an answer, and nobody
+        # sends to a removed node: a known liveness gap, see docs/raft.md), but the cluster's
+        # configuration must make progress.
+        leaders = sorted(
+            (n for n in env.nodes.values() if n.core.role is Role.LEADER),
+            key=lambda n: -n.core.term,
+        )
         if leaders and leaders[0].core.propose([b"final"]) is not None:
             env.stabilize()
             checker.check()
@@ -238,6 +245,7 @@ def test_safety_five_nodes(seed: int) -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
+@example(seed=25212)  # a removed member stays leader of an older term after healing
 def test_safety_membership_changes(seed: int) -> None:
     run_schedule(seed, steps=1500, members=3, extra_nodes=2, conf_changes=True)
 
