@@ -55,15 +55,7 @@ def random_trace(seed: int, steps: int = 500, membership: bool = False) -> Trace
         elif roll < 0.55:
             env.process_ready(node.config.node_id)
         elif roll < 0.85:
-            if env.queue:
-                msg = env.queue.pop(rng.randrange(len(env.queue)))
-                fate = rng.random()
-                if fate < 0.08:
-                    env.drop(msg, "chaos")
-                else:
-                    if fate < 0.14:
-                        env.duplicate(msg)
-                    env.deliver(msg)
+            env.deliver_one_at_random(rng)
         elif roll < 0.93:
             node.core.propose([f"c{step}".encode()])
         elif roll < 0.96:

@@ -166,15 +166,7 @@ def run_schedule(seed: int, steps: int, members: int, extra_nodes: int, conf_cha
             crash = rng.random()
             env.process_ready(node_id, crash_before_persist=crash < 0.02, crash_mid_persist=0.02 <= crash < 0.04)
         elif roll < 0.80:
-            if env.queue:
-                msg = env.queue.pop(rng.randrange(len(env.queue)))
-                fate = rng.random()
-                if fate < 0.08:
-                    env.drop(msg, "chaos")
-                else:
-                    if fate < 0.14:
-                        env.duplicate(msg)
-                    env.deliver(msg)
+            env.deliver_one_at_random(rng)
         elif roll < 0.88:
             proposal += 1
             node.core.propose([f"c{proposal}".encode()])

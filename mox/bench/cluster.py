@@ -215,6 +215,30 @@ async def wait_http(url: str, ok: Callable[[int, bytes], bool], timeout_s: float
     raise click.ClickException(f"{url} not ready after {timeout_s:.0f} s ({last})")
 
 
+async def _find_leader(
+    urls: Sequence[str],
+    is_leader: Callable[[Any, str], Any],
+    timeout_s: float,
+    failure: str,
+    *,
+    between_rounds: Callable[[], None] | None = None,
+) -> str:
+    """Poll `urls` every 0.1 s until `await is_leader(session, url)` holds for one of them."""
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            for url in urls:
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    if await is_leader(session, url):
+                        return url
+            if between_rounds is not None:
+                between_rounds()
+            await asyncio.sleep(0.1)
+    raise click.ClickException(f"{failure}: none after {timeout_s:.0f} s")
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -274,22 +298,15 @@ class EtcdCluster:
 
     async def leader_url(self, timeout_s: float = 20) -> str:
         """The client URL of the current leader (from /v3/maintenance/status of each member)."""
-        import aiohttp
 
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            while time.monotonic() < deadline:
-                for url in self.client_urls:
-                    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                        async with session.post(f"{url}/v3/maintenance/status", json={}) as r:
-                            status = await r.json(content_type=None)
-                            header = status.get("header", {})
-                            leader = status.get("leader")
-                            if leader and leader == header.get("member_id"):
-                                return url
-                await asyncio.sleep(0.1)
-        raise click.ClickException(
-            f"etcd elected no leader in {timeout_s:.0f} s (logs: {self.root})"
+        async def is_leader(session: Any, url: str) -> bool:
+            async with session.post(f"{url}/v3/maintenance/status", json={}) as r:
+                status = await r.json(content_type=None)
+            leader = status.get("leader")
+            return bool(leader) and leader == status.get("header", {}).get("member_id")
+
+        return await _find_leader(
+            self.client_urls, is_leader, timeout_s, f"etcd elected no leader (logs: {self.root})"
         )
 
     def write_factory(self, leader_url: str, value: bytes) -> RequestFactory:
@@ -379,24 +396,21 @@ class MoxCluster:
 
     async def leader_url(self, timeout_s: float = 30) -> str:
         """The API URL of a leader that has applied an entry of its term (can serve)."""
-        import aiohttp
 
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            while time.monotonic() < deadline:
-                for url in self.client_urls:
-                    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                        async with session.get(f"{url}/health") as r:
-                            status = await r.json(content_type=None)
-                            if (
-                                status.get("role") == "leader"
-                                and status["appliedIndex"] >= status["commitIndex"] >= 1
-                            ):
-                                return url
-                self.check_alive()
-                await asyncio.sleep(0.1)
-        raise click.ClickException(
-            f"Mox elected no leader in {timeout_s:.0f} s (logs: {self.root})"
+        async def is_serving_leader(session: Any, url: str) -> bool:
+            async with session.get(f"{url}/health") as r:
+                status = await r.json(content_type=None)
+            return bool(
+                status.get("role") == "leader"
+                and status["appliedIndex"] >= status["commitIndex"] >= 1
+            )
+
+        return await _find_leader(
+            self.client_urls,
+            is_serving_leader,
+            timeout_s,
+            f"Mox elected no leader (logs: {self.root})",
+            between_rounds=self.check_alive,
         )
 
     async def bootstrap(self, leader_url: str, reads: int, name: str) -> tuple[str, list[str]]:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from mox.errors import ConfigError, DataDirError
+from mox.io.rng import StdRandom
 from mox.io.uring import UringRing, probe_ring
 
 __all__ = ["BACKENDS", "RealClock", "RealFile", "RealFileSystem", "RealRandom"]
@@ -35,24 +36,11 @@ class RealClock:
         return time.time_ns()
 
 
-class RealRandom:
+class RealRandom(StdRandom):
     """OS randomness (`random.SystemRandom`), or a seeded `random.Random` for repeatable tools."""
 
     def __init__(self, seed: int | None = None) -> None:
-        self._rng: random.Random = random.SystemRandom() if seed is None else random.Random(seed)
-
-    def random(self) -> float:
-        return self._rng.random()
-
-    def randrange(self, start: int, stop: int) -> int:
-        assert start < stop
-        return self._rng.randrange(start, stop)
-
-    def randbytes(self, n: int) -> bytes:
-        assert n >= 0
-        if isinstance(self._rng, random.SystemRandom):
-            return os.urandom(n)
-        return self._rng.randbytes(n)
+        super().__init__(random.SystemRandom() if seed is None else random.Random(seed))
 
 
 class RealFile:

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 
 import attrs
 
+from mox.io.rng import StdRandom
+
 __all__ = [
     "FAULT_KINDS",
     "DiskFaults",
@@ -497,19 +499,6 @@ class SimClock:
         return self._wall_start_ns + self.monotonic_ns()
 
 
-class SimRandom:
+class SimRandom(StdRandom):
     """The `Random` protocol over a seeded `random.Random` (a child of the run's RNG)."""
 
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-
-    def random(self) -> float:
-        return self._rng.random()
-
-    def randrange(self, start: int, stop: int) -> int:
-        assert start < stop
-        return self._rng.randrange(start, stop)
-
-    def randbytes(self, n: int) -> bytes:
-        assert n >= 0
-        return self._rng.randbytes(n)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -39,6 +39,15 @@ from mox.consensus.raft.trace import ListTraceSink, message_to_trace
 
 __all__ = ["InteractionEnv", "MemStorage", "ScenarioError", "SimNode", "format_message"]
 
+
+
+class _Chance(Protocol):
+    """What the harness needs of a random source (a seeded `random.Random` in tests; the core
+    package itself imports no randomness)."""
+
+    def randrange(self, start: int, stop: int) -> int: ...
+
+    def random(self) -> float: ...
 
 class ScenarioError(ValueError):
     """A scenario command is malformed. Names the command and the problem."""
@@ -269,6 +278,20 @@ class InteractionEnv:
         if reason is not None:
             event["args"] = {"reason": reason}
         self.sink.emit(event)
+
+    def deliver_one_at_random(self, rng: _Chance) -> None:
+        """A chaotic network's step: one queued message, picked at random, is lost (8%),
+        delivered twice (6%) or delivered once."""
+        if not self.queue:
+            return
+        msg = self.queue.pop(rng.randrange(0, len(self.queue)))
+        fate = rng.random()
+        if fate < 0.08:
+            self.drop(msg, "chaos")
+            return
+        if fate < 0.14:
+            self.duplicate(msg)
+        self.deliver(msg)
 
     def deliver_all(self, to: set[int] | None = None) -> int:
         """Delivers every message queued now (not the ones this produces), in queue order."""
