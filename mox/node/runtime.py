@@ -217,6 +217,23 @@ class _Read:
     index: int | None = None
 
 
+def ticks_due(next_tick_s: float, now_s: float, interval_s: float) -> tuple[int, float]:
+    """How many ticks are due at `now_s` when the next was due at `next_tick_s` (<= now_s),
+    and when the one after them is due (> now_s, at most one interval later)."""
+    assert interval_s > 0
+    assert next_tick_s <= now_s
+    due = int((now_s - next_tick_s) / interval_s) + 1
+    after_s = next_tick_s + due * interval_s
+    # The division rounds down by one interval when `now_s` lies on a tick boundary up to
+    # floating-point error (seen in production: the node stopped on the assertion below).
+    while after_s <= now_s:
+        due += 1
+        after_s += interval_s
+    assert due >= 1
+    assert now_s < after_s
+    return due, after_s
+
+
 class Node:
     """One replica: use `await Node.open(...)`, then `start()`; `stop()` or `crash()`."""
 
@@ -584,12 +601,11 @@ class Node:
         # asyncio runs a timer up to one clock resolution early: a tick is due within it.
         now_s = loop.time() + min(_TICK_TOLERANCE_S_MAX, self.config.tick_interval_s / 10)
         if now_s >= self._next_tick_s:
-            interval_s = self.config.tick_interval_s
-            due = int((now_s - self._next_tick_s) / interval_s) + 1
+            due, next_tick_s = ticks_due(self._next_tick_s, now_s, self.config.tick_interval_s)
             for _ in range(min(due, self.config.ticks_catch_up_max)):
                 self.core.tick()
                 self.stats.ticks += 1
-            self._next_tick_s += due * interval_s
+            self._next_tick_s = next_tick_s
             assert self._next_tick_s > now_s
             if self._tick_handle is not None:
                 self._tick_handle.cancel()
