@@ -89,7 +89,7 @@ def test_follower_catches_up_by_a_snapshot_larger_than_the_frame_limit(tmp_path:
 
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
-            leader, _ = await wait_for_leader(session, cluster, cluster.ids)
+            leader, leader_term = await wait_for_leader(session, cluster, cluster.ids)
             key = await bootstrap_tenant(session, cluster.url(leader), "acme")
             lagging = next(i for i in cluster.ids if i != leader)
             cluster.kill_node(lagging)
@@ -100,27 +100,53 @@ def test_follower_catches_up_by_a_snapshot_larger_than_the_frame_limit(tmp_path:
             leader_status = await health(session, cluster.url(leader))
             assert leader_status is not None
             commit_index = int(leader_status["commitIndex"])
-            leader_snapshot = snapshot_index(cluster.data_dir(leader))
-            assert leader_snapshot >= 3 * SNAPSHOT_THRESHOLD, leader_snapshot
-            size_bytes = snapshot_size_bytes(cluster.data_dir(leader))
-            assert size_bytes > 3 * MAX_MESSAGE_SIZE_BYTES, size_bytes
+            # Each survivor snapshots at its own points and drops its log up to there.
+            # Whichever of them leads when `lagging` returns (the leader may change in the
+            # meantime), it can only send what its log still holds, or its snapshot.
+            survivors = [i for i in cluster.ids if i != lagging]
+            survivor_snapshots: dict[int, int] = {}
+            for node_id in survivors:
+                status = await wait_caught_up(session, cluster.url(node_id), commit_index, 60)
+                survivor_snapshots[node_id] = int(status["snapshotIndex"])
+                assert survivor_snapshots[node_id] >= 2 * SNAPSHOT_THRESHOLD, (node_id, status)
+                # The workload only adds talents: a later snapshot is no smaller than this one.
+                size_bytes = snapshot_size_bytes(cluster.data_dir(node_id))
+                assert size_bytes > 3 * MAX_MESSAGE_SIZE_BYTES, (node_id, size_bytes)
+            oldest_snapshot = min(survivor_snapshots.values())
+            fragmented_before = {
+                i: await metric(session, cluster.url(i), "mox_transport_messages_fragmented")
+                for i in survivors
+            }
 
             cluster.start_node(lagging)
-            caught_up = await wait_caught_up(session, cluster.url(lagging), commit_index, 60)
+            url = cluster.url(lagging)
+            caught_up = await wait_caught_up(session, url, commit_index, 90)
             assert caught_up["appliedIndex"] >= commit_index
             recovered = cluster.log_events(lagging, "node.recovered")[-1]
-            assert recovered["last_index"] < leader_snapshot, (recovered, leader_snapshot)
-            assert snapshot_index(cluster.data_dir(lagging)) >= leader_snapshot
-            # The snapshot crossed as fragments and was reassembled into one message.
-            url = cluster.url(lagging)
+            wal_last_index = int(recovered["last_index"])
+            # Every survivor had compacted its log past the end of `lagging`'s WAL: no node
+            # held the entries it lacked, so no AppendEntries could have brought them.
+            assert wal_last_index < oldest_snapshot, (recovered, survivor_snapshots)
+            # It holds a snapshot beyond its WAL, at least as new as the oldest survivor
+            # snapshot (a leader sends its latest one): it installed one it was sent.
+            assert int(caught_up["snapshotIndex"]) >= oldest_snapshot, (caught_up, oldest_snapshot)
+            assert snapshot_index(cluster.data_dir(lagging)) >= oldest_snapshot
+            # That snapshot (> 3 frames) crossed as fragments and was reassembled into one
+            # message on `lagging`, sent by whichever survivor led at the time.
             assert await metric(session, url, "mox_transport_messages_reassembled") >= 1
             assert await metric(session, url, "mox_transport_fragments_received") >= 4
-            sent = await metric(session, cluster.url(leader), "mox_transport_messages_fragmented")
-            assert sent >= 1
+            fragmented_after = {
+                i: await metric(session, cluster.url(i), "mox_transport_messages_fragmented")
+                for i in survivors
+            }
+            senders = [i for i in survivors if fragmented_after[i] > fragmented_before[i]]
+            assert senders, (fragmented_before, fragmented_after)
             print(
-                f"snapshot of {size_bytes} bytes at index {leader_snapshot} crossed a "
-                f"{MAX_MESSAGE_SIZE_BYTES}-byte frame limit; node {lagging} caught up to "
-                f"{commit_index}"
+                f"node {lagging}: WAL last index {wal_last_index}, caught up to {commit_index} "
+                f"by a snapshot at >= {oldest_snapshot} (survivor snapshots "
+                f"{survivor_snapshots}) over a {MAX_MESSAGE_SIZE_BYTES}-byte frame limit; "
+                f"fragmented by {senders}; leader {leader} then {caught_up['leaderId']}, "
+                f"term {leader_term} then {caught_up['term']}"
             )
             # Every acknowledged write is on the node that caught up, in its own state.
             await assert_readable(session, url, key, acked, "stale")
