@@ -27,6 +27,8 @@ from mox.node.snapshot_file import read_snapshot
 
 SNAPSHOT_THRESHOLD = 16
 ELECTION_TIMEOUT_MAX_S = 0.300
+# 25 rounds of the longest election timeout: an election that never settles still fails.
+ELECTION_BOUND_S = 25 * ELECTION_TIMEOUT_MAX_S
 
 
 def snapshot_index(data_dir: Path) -> int:
@@ -126,12 +128,14 @@ def test_three_processes_failover_catch_up_and_restart(tmp_path: Path) -> None:
             killed_at = time.monotonic()
             survivors = [i for i in cluster.ids if i != leader]
             new_leader, new_term = await wait_for_leader(
-                session, cluster, survivors, min_term=term, timeout_s=10
+                session, cluster, survivors, min_term=term, timeout_s=30
             )
             elected_after_s = time.monotonic() - killed_at
-            # Followers notice after at most one election timeout, and the first election
-            # usually wins; allow a second round and process scheduling on a busy machine.
-            assert elected_after_s < 2 * ELECTION_TIMEOUT_MAX_S + 1.5, elected_after_s
+            # Followers notice after at most one election timeout and the first election
+            # usually wins (~0.3-0.6 s here). The bound is loose on purpose: on a loaded
+            # 2-core CI machine split votes and descheduled processes add whole seconds,
+            # and this test is about failover, not its latency (benchmarks measure that).
+            assert elected_after_s < ELECTION_BOUND_S, elected_after_s
             assert new_term > term
             print(f"new leader {new_leader} (term {new_term}) after {elected_after_s:.3f} s")
 
@@ -145,21 +149,32 @@ def test_three_processes_failover_catch_up_and_restart(tmp_path: Path) -> None:
             leader_status = await health(session, cluster.url(new_leader))
             assert leader_status is not None
             commit_index = int(leader_status["commitIndex"])
-            leader_snapshot = snapshot_index(cluster.data_dir(new_leader))
-            assert leader_snapshot >= SNAPSHOT_THRESHOLD
+            # Each survivor snapshots at its own points and drops its log up to there;
+            # whichever of them leads when the killed node returns (leadership may move
+            # again), it holds no entry older than its own snapshot.
+            survivor_snapshots: dict[int, int] = {}
+            for node_id in survivors:
+                status = await wait_caught_up(session, cluster.url(node_id), commit_index)
+                # The core's own snapshot index (its log starts after it), not the file's:
+                # the file is written just before the core compacts.
+                survivor_snapshots[node_id] = int(status["snapshotIndex"])
+                assert survivor_snapshots[node_id] >= SNAPSHOT_THRESHOLD, survivor_snapshots
+            oldest_snapshot = min(survivor_snapshots.values())
 
             # Restart the killed node: it recovers from its WAL, then catches up.
             cluster.start_node(leader)
-            caught_up = await wait_caught_up(session, cluster.url(leader), commit_index)
+            caught_up = await wait_caught_up(session, cluster.url(leader), commit_index, 60)
             recovered = cluster.log_events(leader, "node.recovered")[-1]
             assert recovered["last_index"] >= 12, recovered  # its own WAL survived kill -9
-            # The entries it lacks were compacted away on the leader: only a snapshot
-            # transfer can bring them, and its own snapshot file shows it installed one.
-            assert recovered["last_index"] < leader_snapshot, (recovered, leader_snapshot)
-            assert snapshot_index(cluster.data_dir(leader)) >= leader_snapshot
+            # The entries it lacks were compacted away on every survivor: only a snapshot
+            # transfer can bring them, and its own snapshot file shows it installed one
+            # (a leader sends its latest snapshot, no older than the oldest seen above).
+            assert recovered["last_index"] < oldest_snapshot, (recovered, survivor_snapshots)
+            assert snapshot_index(cluster.data_dir(leader)) >= oldest_snapshot
             print(
                 f"restarted node {leader}: WAL last index {recovered['last_index']}, "
-                f"leader snapshot at {leader_snapshot}, caught up to {commit_index}"
+                f"survivor snapshots {survivor_snapshots}, caught up to {commit_index} "
+                f"(leader {caught_up['leaderId']}, term {caught_up['term']})"
             )
             assert caught_up["appliedIndex"] >= commit_index
             await assert_readable(session, cluster.url(leader), key, acked, "stale")
