@@ -53,3 +53,32 @@ class DataDirError(MoxError):
         self.path = path
         self.problem = problem
         super().__init__(f"data directory {path}: {problem}")
+
+
+class StorageFaultError(MoxError):
+    """A node stopped because its disk returned data that failed verification.
+
+    Fail-stop: the node neither serves nor takes part in the cluster any more, so a damaged
+    byte can never reach its state machine, its peers or a client. The cluster carries on as
+    long as a majority of nodes is healthy. Carries the file and byte offset of the damage.
+    Exit code 3, distinct from configuration errors (2) and other failures (1), so that a
+    supervisor can tell "this disk lies: do not just restart" from a crash.
+    """
+
+    exit_code = 3
+
+    def __init__(self, node_id: int, path: str, offset: int, problem: str) -> None:
+        self.node_id = node_id
+        self.path = path
+        self.offset = offset
+        self.problem = problem
+        super().__init__(
+            f"node {node_id} stopped on a storage fault: {path} at offset {offset}: {problem}"
+        )
+
+    @classmethod
+    def from_error(cls, node_id: int, error: CorruptionError | FormatError) -> StorageFaultError:
+        """The fault a CorruptionError or FormatError met while the node ran or recovered
+        (a FormatError names no offset: the damage is in the file's header, offset 0)."""
+        offset = error.offset if isinstance(error, CorruptionError) else 0
+        return cls(node_id, error.path, offset, error.problem)

@@ -42,7 +42,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from structlog.typing import FilteringBoundLogger
 
 from mox.api.ids import new_ulid
-from mox.api.metrics import ApiMetrics
+from mox.api.metrics import ApiMetrics, RuntimeCounters
 from mox.api.openapi import openapi_document
 from mox.api.problems import ApiProblem, from_json_error, problem_from_code, validation
 from mox.api.schemas import (
@@ -53,6 +53,7 @@ from mox.api.schemas import (
 )
 from mox.api.status import NodeStatusView, status_view
 from mox.config import MoxConfig
+from mox.errors import StorageFaultError
 from mox.node.errors import NotLeader, Overloaded, RequestError
 from mox.statemachine import (
     ApiKey,
@@ -209,10 +210,15 @@ class _Api:
         response: web.StreamResponse
         try:
             try:
+                if route != "/metrics":
+                    self._refuse_if_storage_fault()
                 response = await handler(request)
             except _NotLeaderHere as redirect:
                 response = await self._forward(request, redirect.leader_id)
         except ApiProblem as problem:
+            if problem.status == 503 and self._storage_fault() is not None:
+                # The node stopped on damaged data while serving this request.
+                problem = self._storage_fault_problem() or problem
             response = problem.response(request_id)
         except web.HTTPException as exc:
             response = self._http_exception(exc).response(request_id)
@@ -235,6 +241,30 @@ class _Api:
         )
         structlog.contextvars.clear_contextvars()
         return response
+
+    def _storage_fault(self) -> StorageFaultError | None:
+        fault = getattr(self.node, "storage_fault", None)
+        return fault if isinstance(fault, StorageFaultError) else None
+
+    def _storage_fault_problem(self) -> ApiProblem | None:
+        """503 STORAGE_FAULT once the node stopped on damaged data (fail-stop): it serves
+        nothing any more, and retrying this node will not help (no Retry-After)."""
+        fault = self._storage_fault()
+        if fault is None:
+            return None
+        return ApiProblem(
+            503,
+            "STORAGE_FAULT",
+            f"node {fault.node_id} stopped on a storage fault: {fault.path} at offset "
+            f"{fault.offset}: {fault.problem}; it serves no requests until an operator "
+            "replaces its data; use another node",
+            extra={"path": fault.path, "offset": fault.offset},
+        )
+
+    def _refuse_if_storage_fault(self) -> None:
+        problem = self._storage_fault_problem()
+        if problem is not None:
+            raise problem
 
     def _http_exception(self, exc: web.HTTPException) -> ApiProblem:
         status = exc.status
@@ -678,6 +708,16 @@ class _Api:
 METRICS: Final = web.AppKey("mox_api_metrics", ApiMetrics)
 
 
+def runtime_counters(node: Any) -> RuntimeCounters:
+    """The runtime's snapshot counts and storage-fault flag (zero for a node without stats)."""
+    stats = getattr(node, "stats", None)
+    return RuntimeCounters(
+        snapshots_taken=int(getattr(stats, "snapshots_taken", 0)),
+        snapshots_installed=int(getattr(stats, "snapshots_installed", 0)),
+        storage_fault=getattr(node, "storage_fault", None) is not None,
+    )
+
+
 def create_app(
     node: NodeApi,
     config: MoxConfig,
@@ -695,7 +735,13 @@ def create_app(
     node's `on_wal_sync` hook, set here.
     """
     token = admin_token if admin_token is not None else os.environ.get("MOX_ADMIN_TOKEN") or None
-    api = _Api(node, config, ApiMetrics(registry, lambda: status_view(node)), logger, token)
+    api = _Api(
+        node,
+        config,
+        ApiMetrics(registry, lambda: status_view(node), lambda: runtime_counters(node)),
+        logger,
+        token,
+    )
     app = web.Application(middlewares=[api.middleware], client_max_size=REQUEST_BODY_MAX_BYTES)
     app[METRICS] = api.metrics
     node.on_wal_sync = api.metrics.observe_wal_fsync

@@ -4,7 +4,9 @@ Node gauges (role, term, commit and applied index, replication lag per follower)
 from the node's status at scrape time by a collector, so they are never stale and cost
 nothing between scrapes. Request latency is labelled by route pattern
 (`/api/talents/{id}`), never by raw path, so label cardinality stays bounded. The WAL fsync
-histogram is fed by the runtime through `observe_wal_fsync`.
+histogram is fed by the runtime through `observe_wal_fsync`. Snapshot counters
+(`mox_snapshots_taken_total`, `mox_snapshots_installed_total`) and the storage-fault flag
+(`mox_node_storage_fault`) are read from the runtime's stats at scrape time too.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final
 
+import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from mox.api.status import ROLES, NodeStatusView
@@ -47,6 +50,38 @@ FSYNC_BUCKETS_S: Final = (
     0.1,
     0.5,
 )
+
+
+@attrs.frozen
+class RuntimeCounters:
+    """What the metrics read of the node runtime beyond its status (its `stats`)."""
+
+    snapshots_taken: int
+    snapshots_installed: int
+    storage_fault: bool
+
+
+class _RuntimeCollector(Collector):
+    def __init__(self, counters: Callable[[], RuntimeCounters]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        counters = self._counters()
+        yield CounterMetricFamily(
+            "mox_snapshots_taken",
+            "snapshots this node took of its own state (log compaction)",
+            value=counters.snapshots_taken,
+        )
+        yield CounterMetricFamily(
+            "mox_snapshots_installed",
+            "snapshots this node installed from the leader",
+            value=counters.snapshots_installed,
+        )
+        yield GaugeMetricFamily(
+            "mox_node_storage_fault",
+            "1 once the node stopped because data on its disk failed verification",
+            value=1.0 if counters.storage_fault else 0.0,
+        )
 
 
 class _NodeCollector(Collector):
@@ -83,7 +118,12 @@ class _NodeCollector(Collector):
 class ApiMetrics:
     """The metrics of one node's API, registered in `registry`."""
 
-    def __init__(self, registry: CollectorRegistry, status: Callable[[], NodeStatusView]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        status: Callable[[], NodeStatusView],
+        counters: Callable[[], RuntimeCounters] | None = None,
+    ) -> None:
         self.registry = registry
         self.request_seconds = Histogram(
             "mox_http_request_duration_seconds",
@@ -104,6 +144,8 @@ class ApiMetrics:
             buckets=FSYNC_BUCKETS_S,
         )
         registry.register(_NodeCollector(status))
+        if counters is not None:
+            registry.register(_RuntimeCollector(counters))
 
     def observe_request(self, method: str, route: str, status: int, duration_s: float) -> None:
         self.request_seconds.labels(method, route, str(status)).observe(duration_s)

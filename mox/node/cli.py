@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 import click
 
 from mox.config import MoxConfig, load_config, parse_config
-from mox.errors import ConfigError, DataDirError
+from mox.errors import ConfigError, DataDirError, StorageFaultError
 
 if TYPE_CHECKING:
     from mox.node.runtime import NodeConfig
@@ -244,7 +244,10 @@ async def serve(
     """Run one node until `stop` is set (or SIGINT/SIGTERM when `stop` is None).
 
     Returns the exit code: 0 after a requested stop, 1 if the node stopped on its own (a
-    bug or a damaged disk), which is logged as `node.failed` with the traceback. With
+    bug), which is logged as `node.failed` with the traceback. Raises StorageFaultError
+    (exit code 3, one line naming file and offset) when the node stopped because data on
+    its disk failed verification, at recovery or while running (logged as
+    `node.storage_fault`). With
     `parent_pid` (set by `mox dev`), the node also stops when that process is gone, so a
     killed supervisor leaves no orphan nodes behind.
     """
@@ -284,9 +287,15 @@ async def serve(
     node: Node | None = None
     runner: web.AppRunner | None = None
     failure: BaseException | None = None
+    storage_fault: StorageFaultError | None = None
     try:
         node = await Node.open(
-            node_config_from(config), fs=fs, transport=transport, clock=RealClock(), rng=rng
+            node_config_from(config),
+            fs=fs,
+            transport=transport,
+            clock=RealClock(),
+            rng=rng,
+            logger=logger,
         )
         status = node.status()
         logger.info(
@@ -329,7 +338,11 @@ async def serve(
         )
         stopped = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({stopped, run_task}, return_when=asyncio.FIRST_COMPLETED)
-        if run_task in done:
+        if node.storage_fault is not None:
+            # Fail-stop on damaged data (already logged as node.storage_fault by the node).
+            stopped.cancel()
+            storage_fault = node.storage_fault
+        elif run_task in done:
             stopped.cancel()
             failure = run_task.exception() or RuntimeError("the run task ended by itself")
             logger.error("node.failed", node=me.id, exc_info=failure)
@@ -352,7 +365,14 @@ async def serve(
                 await transport.close()
         fs.close()
         lock.close()
-    logger.info("node.stopped", node=me.id, failed=failure is not None)
+    logger.info(
+        "node.stopped",
+        node=me.id,
+        failed=failure is not None or storage_fault is not None,
+        storage_fault=storage_fault is not None,
+    )
+    if storage_fault is not None:
+        raise storage_fault
     return 0 if failure is None else 1
 
 

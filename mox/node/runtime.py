@@ -27,6 +27,17 @@ index; WAL -> entries after the snapshot; entries between the LSM's durable inde
 snapshot are replayed into the state machine at once (they are committed), later ones come
 back from the core as committed entries once it learns the commit index again.
 
+Storage faults (fail-stop). Every byte the node reads back from disk is verified (WAL
+records, superblock copies, SSTable blocks, the manifest, the snapshot file). When a read
+fails verification (`CorruptionError`, or `FormatError` for a damaged header) while the
+node recovers, runs (an LSM read for a client, a snapshot, compaction) or serves a stale
+read, the node stops for good: it logs `node.storage_fault` with the file and offset, fails
+everything pending with NodeStopped, closes its endpoint and never steps the core again (no
+message, vote, acknowledgement or read leaves it). `storage_fault` then holds the
+`StorageFaultError`. Nothing read from a damaged place is applied or returned. A damaged
+node is not repaired here: it stays down until an operator replaces its data (see
+docs/operations.md); the cluster carries on while a majority is healthy.
+
 Time: a tick every `tick_interval_s` of the loop's clock (virtual under the simulator).
 Randomness: election timeouts drawn from the node's `Random`, handed to the core.
 """
@@ -36,9 +47,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import msgspec
@@ -66,7 +79,7 @@ from mox.consensus.raft.messages import (
     encode_message,
 )
 from mox.consensus.raft.trace import TraceSink
-from mox.errors import DataDirError
+from mox.errors import CorruptionError, DataDirError, FormatError, StorageFaultError
 from mox.io.interfaces import Clock, FileSystem, Random, Transport
 from mox.node.errors import NodeStopped, NotLeader, Overloaded, ProposalDropped, RequestError
 from mox.node.snapshot_file import decode_items, encode_items, read_snapshot, write_snapshot
@@ -82,7 +95,9 @@ RTYPE_ENTRY = 1
 _TICK_TOLERANCE_S_MAX = 0.001
 
 __all__ = [
+    "STORAGE_FAULTS",
     "ConfChangeRefused",
+    "EventLogger",
     "Node",
     "NodeConfig",
     "NodeStats",
@@ -92,6 +107,11 @@ __all__ = [
     "entry_digest",
 ]
 
+# Errors that mean "the disk returned bytes that failed verification": the node fail-stops.
+STORAGE_FAULTS: tuple[type[CorruptionError], type[FormatError]] = (CorruptionError, FormatError)
+
+_log = logging.getLogger("mox.node")
+
 _entry_encoder = msgspec.msgpack.Encoder()
 _entry_decoder = msgspec.msgpack.Decoder(Entry)
 
@@ -99,6 +119,26 @@ _entry_decoder = msgspec.msgpack.Decoder(Entry)
 def entry_digest(entry: Entry) -> int:
     """A digest of everything in an entry (term, index, kind, commands, config)."""
     return xxhash.xxh3_64_intdigest(_entry_encoder.encode(entry))
+
+
+class EventLogger(Protocol):
+    """Where the node writes its structured events (a structlog bound logger fits)."""
+
+    def info(self, event: str, /, **fields: Any) -> Any: ...
+
+    def error(self, event: str, /, **fields: Any) -> Any: ...
+
+
+class _StdlibEventLogger:
+    """The default: events as JSON on the `mox.node` stdlib logger (`mox start` passes its
+    structlog logger instead)."""
+
+    def info(self, event: str, /, **fields: Any) -> None:
+        if _log.isEnabledFor(logging.INFO):
+            _log.info("%s %s", event, json.dumps(fields, sort_keys=True, default=str))
+
+    def error(self, event: str, /, **fields: Any) -> None:
+        _log.error("%s %s", event, json.dumps(fields, sort_keys=True, default=str))
 
 
 class StepObserver(Protocol):
@@ -254,6 +294,7 @@ class Node:
         applied_index: int,
         observer: StepObserver | None,
         election_timeout_range_ticks: list[int] | None = None,
+        logger: EventLogger | None = None,
     ) -> None:
         self.config = config
         self._fs = fs
@@ -282,6 +323,10 @@ class Node:
         # Called with every message as it leaves (the simulator checks what a node claims).
         self.on_send: Callable[[Node, Message], None] | None = None
         self.stats = NodeStats()
+        self.logger: EventLogger = logger if logger is not None else _StdlibEventLogger()
+        # Set once the node stopped on damaged data (fail-stop); never cleared.
+        self.storage_fault: StorageFaultError | None = None
+        self._closed = False
         self._inbox: deque[tuple[int, bytes]] = deque()
         self._proposals: deque[_Proposal] = deque()
         # Log index -> (term, proposal) of entries this node appended as leader.
@@ -315,15 +360,61 @@ class Node:
         trace: TraceSink | None = None,
         observer: StepObserver | None = None,
         core_class: type[RaftCore] = RaftCore,
+        logger: EventLogger | None = None,
     ) -> Node:
         """Open (or create) the node's storage in `fs` and recover its state.
 
         `core_class` is RaftCore; tests pass deliberately broken subclasses
-        (`checker.mutants`) to show that the simulator catches them.
+        (`checker.mutants`) to show that the simulator catches them. `logger` receives the
+        node's structured events (default: the `mox.node` stdlib logger).
 
-        Raises DataDirError (another node's or cluster's data), CorruptionError, FormatError.
+        Raises DataDirError (another node's or cluster's data) and StorageFaultError (a
+        file failed verification: logged as `node.storage_fault`, the node must not run).
         """
+        events: EventLogger = logger if logger is not None else _StdlibEventLogger()
+        # Closers of what was opened so far, to release the files if recovery fails.
+        opened: list[Callable[[], Any]] = []
+        try:
+            node = await cls._open(
+                config,
+                fs=fs,
+                transport=transport,
+                clock=clock,
+                rng=rng,
+                trace=trace,
+                observer=observer,
+                core_class=core_class,
+                logger=events,
+                opened=opened,
+            )
+        except STORAGE_FAULTS as exc:
+            fault = StorageFaultError.from_error(config.node_id, exc)
+            _log_storage_fault(events, fault, "recovery")
+            for close in reversed(opened):
+                with contextlib.suppress(Exception):
+                    result = close()
+                    if asyncio.iscoroutine(result):
+                        await result
+            raise fault from exc
+        return node
+
+    @classmethod
+    async def _open(
+        cls,
+        config: NodeConfig,
+        *,
+        fs: FileSystem,
+        transport: Transport,
+        clock: Clock,
+        rng: Random,
+        trace: TraceSink | None,
+        observer: StepObserver | None,
+        core_class: type[RaftCore],
+        logger: EventLogger,
+        opened: list[Callable[[], Any]],
+    ) -> Node:
         superblock = Superblock.open(fs, cluster_id=config.cluster_id, node_id=config.node_id)
+        opened.append(superblock.close)
         # recover(), not load(): a write interrupted halfway leaves the newest state in only
         # some copies; recover() rewrites the others so one more fault cannot bring back an
         # older term or vote.
@@ -344,6 +435,7 @@ class Node:
             snapshot, snapshot_data = stored
         snapshot_index = snapshot.index if snapshot is not None else 0
         lsm = await LsmStore.open(fs, config.lsm_options)
+        opened.append(lsm.close)
         if lsm.durable_applied_index < snapshot_index:
             # A crash between writing a received snapshot and installing it into the LSM.
             await lsm.replace_all(decode_items(snapshot_data), snapshot_index)
@@ -353,6 +445,7 @@ class Node:
             cluster_id=config.cluster_id,
             node_id=config.node_id,
         )
+        opened.append(wal.close)
         entries = await _reconcile_wal(wal, snapshot, lsm.durable_applied_index, fs.root)
         machine = StateMachine(lsm)
         applied_index = lsm.durable_applied_index
@@ -396,6 +489,7 @@ class Node:
             applied_index=applied_index,
             observer=observer,
             election_timeout_range_ticks=timeout_range,
+            logger=logger,
         )
 
     # -- public API --------------------------------------------------------------------
@@ -455,11 +549,17 @@ class Node:
 
         Linearizable (default): a read index round on the leader, answered once this node
         has applied up to it; a follower raises NotLeader. Stale: from the local state now.
+        A read that meets damaged data stops the node (see the module doc) and raises
+        NodeStopped: it never returns unverified bytes.
         """
         self._check_running()
         if not linearizable:
             self.stats.reads_stale += 1
-            return self.machine.query(query)
+            try:
+                return self.machine.query(query)
+            except STORAGE_FAULTS as exc:
+                self.fail_stop(exc, during="stale read")
+                raise NodeStopped(self.node_id) from None
         if not self.is_leader:
             raise NotLeader(self.node_id, self.leader_id)
         if len(self._reads_by_ctx) + len(self._reads_to_start) >= self.config.pending_requests_max:
@@ -499,10 +599,37 @@ class Node:
             match_index=match_index,
         )
 
+    def fail_stop(self, error: CorruptionError | FormatError, *, during: str) -> StorageFaultError:
+        """Stop for good because `error` (damaged data) was met `during` some activity.
+
+        Logs `node.storage_fault` once (file, offset, problem), fails everything pending,
+        closes the endpoint, and ends the run task, which never steps the core again.
+        Returns the node's `StorageFaultError` (the first one, if it had stopped already).
+        Files stay open until `stop()`.
+        """
+        assert during
+        if self.storage_fault is None:
+            self.storage_fault = StorageFaultError.from_error(self.node_id, error)
+            _log_storage_fault(self.logger, self.storage_fault, during)
+        fault = self.storage_fault
+        self._stopping = True
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            # Met outside the run task (a stale read): the task may be mid-Ready; it must
+            # not send what that Ready holds.
+            task.cancel()
+        self._shut_down()
+        assert self.stopped
+        return fault
+
     async def stop(self) -> None:
-        """Stop gracefully: finish the Ready in progress, fail what is pending, close files."""
-        if self.stopped:
+        """Stop gracefully: finish the Ready in progress, fail what is pending, close files.
+
+        After a storage fault this closes the files and the endpoint (nothing is written).
+        """
+        if self._closed or (self.stopped and self.storage_fault is None):
             return
+        self._closed = True
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -581,8 +708,11 @@ class Node:
                 await self._maintain_lsm()
         except asyncio.CancelledError:
             raise
+        except STORAGE_FAULTS as exc:
+            # Damaged data: fail-stop. The task ends normally; `storage_fault` says why.
+            self.fail_stop(exc, during="run")
         except BaseException as exc:
-            # A bug or a damaged disk: the node stops; the simulator reports it.
+            # A bug: the node stops; the simulator reports it, `mox start` exits with 1.
             self.failure = exc
             self._shut_down()
             raise
@@ -792,6 +922,16 @@ class Node:
             await self.wal.reset(meta.index + 1)
         self.applied_index = meta.index
         self.stats.snapshots_installed += 1
+        # The sender is the leader this node follows: only a leader sends InstallSnapshot,
+        # and the core records it as leader when it steps the message.
+        self.logger.info(
+            "node.snapshot_installed",
+            node=self.node_id,
+            index=meta.index,
+            term=meta.term,
+            size_bytes=len(install.data),
+            from_node=self.core.leader_id or None,
+        )
         # Proposals at or below the snapshot can no longer be matched to their entries.
         for index in [i for i in self._waiting_apply if i <= meta.index]:
             _term, proposal = self._waiting_apply.pop(index)
@@ -823,6 +963,9 @@ class Node:
         assert compacted, (index, core.log.snapshot.index, core.log.commit_index)
         await self.wal.drop_prefix(index + 1)
         self.stats.snapshots_taken += 1
+        self.logger.info(
+            "node.snapshot_taken", node=self.node_id, index=index, term=term, size_bytes=len(data)
+        )
 
     async def _maintain_lsm(self) -> None:
         if self.lsm.needs_flush:
@@ -859,6 +1002,18 @@ class Node:
         close_now = getattr(self._transport, "close_now", None)
         if close_now is not None:
             close_now()
+
+
+def _log_storage_fault(logger: EventLogger, fault: StorageFaultError, during: str) -> None:
+    logger.error(
+        "node.storage_fault",
+        node=fault.node_id,
+        path=fault.path,
+        offset=fault.offset,
+        problem=fault.problem,
+        during=during,
+        action="stopped (fail-stop): no messages, votes, acknowledgements or reads from now on",
+    )
 
 
 def _timeouts(rng: Random, range_ticks: list[int]) -> Iterator[int]:
