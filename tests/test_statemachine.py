@@ -45,6 +45,7 @@ from mox.statemachine import (
     encode_query,
     make_command,
 )
+from mox.statemachine import keys as sm_keys
 from mox.statemachine.commands import ERROR_CODES, CommandBody, QueryBody
 from mox.storage.lsm import LsmStore
 
@@ -148,6 +149,41 @@ def test_slug_is_globally_unique(ht: Harness) -> None:
     expect(ht.create_tenant("T2", slug="acme", key_id="k2"), "SLUG_TAKEN", "slug")
     expect(ht.query(GetTenant(), "T2"), "NOT_FOUND")  # nothing of T2 was written
     expect(ht.create_tenant("T2", slug="acme-2", key_id="k2"), "OK")
+
+
+def create_limited(h: Harness, tenant: str, slug: str, max_tenants: int | None) -> Result:
+    body = CreateTenant(
+        slug=slug,
+        name=f"Tenant {tenant}",
+        owner_key=NewApiKey(key_id="k1", secret_sha256=sha("s"), scopes=ALL_SCOPES),
+        max_tenants=max_tenants,
+    )
+    return h.apply(body, tenant)
+
+
+def test_tenant_limit_travels_in_the_command(h: Harness) -> None:
+    expect(create_limited(h, "T1", "one", 2), "OK")
+    expect(create_limited(h, "T2", "two", 2), "OK")
+    refused = create_limited(h, "T3", "three", 2)
+    expect(refused, "TENANT_LIMIT")
+    assert "limits.max_tenants" in refused.detail and "2" in refused.detail
+    expect(h.query(GetTenant(), "T3"), "NOT_FOUND")  # nothing of T3 was written
+    # A node with a higher limit (the limit is the accepting node's) may create more.
+    expect(create_limited(h, "T3", "three", 3), "OK")
+    expect(create_limited(h, "T4", "four", None), "OK")  # entries from before the limit
+    expect(create_limited(h, "T5", "five", 4), "TENANT_LIMIT")
+    expect(create_limited(h, "T5", "five", 0), "VALIDATION", "maxTenants")
+
+
+def test_tenant_count_of_state_written_before_the_counter(h: Harness) -> None:
+    for n in range(3):
+        expect(create_limited(h, f"T{n}", f"slug-{n}", None), "OK")
+    # State from a version without the counter: the count comes from the slugs.
+    h.index += 1
+    h.store.write_batch([(sm_keys.TENANT_COUNT_KEY, None)], h.index)
+    expect(create_limited(h, "T3", "slug-3", 3), "TENANT_LIMIT")
+    expect(create_limited(h, "T3", "slug-3", 4), "OK")
+    expect(create_limited(h, "T4", "slug-4", 4), "TENANT_LIMIT")
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ STATUS_OF_CODE: Final[dict[str, int]] = {
     codes.STALE_REQUEST: 409,
     codes.IDEMPOTENCY_KEY_REUSED: 422,
     codes.MALFORMED: 400,
+    codes.TENANT_LIMIT: 409,
 }
 
 TITLES: Final[dict[int, str]] = {

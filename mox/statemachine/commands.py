@@ -31,6 +31,7 @@ FORBIDDEN: Final = "FORBIDDEN"
 STALE_REQUEST: Final = "STALE_REQUEST"
 IDEMPOTENCY_KEY_REUSED: Final = "IDEMPOTENCY_KEY_REUSED"
 MALFORMED: Final = "MALFORMED"
+TENANT_LIMIT: Final = "TENANT_LIMIT"
 
 ERROR_CODES: Final = (
     VALIDATION,
@@ -43,6 +44,7 @@ ERROR_CODES: Final = (
     STALE_REQUEST,
     IDEMPOTENCY_KEY_REUSED,
     MALFORMED,
+    TENANT_LIMIT,
 )
 
 # The actor of commands proposed by the platform operator (the admin token) or by the
@@ -75,6 +77,10 @@ class CreateTenant(_Body, frozen=True):
     name: str
     owner_key: NewApiKey
     settings: TenantSettings | None = None
+    # The cluster-wide tenant limit (`limits.max_tenants`) of the node that accepted the
+    # request. It travels in the command, so every replica applies the same rule whatever
+    # its own config says. None (entries written before the limit existed): no limit.
+    max_tenants: int | None = None
 
 
 class IssueApiKey(_Body, frozen=True):

@@ -108,10 +108,17 @@ def session_expiry_key(tenant_id: str | None, expires_at_ms: int, client_id: str
     return session_expiry_prefix(tenant_id) + expires + b"/" + client_id.encode()
 
 
+# The number of tenants (a decimal string), kept by CreateTenant for `limits.max_tenants`.
+TENANT_COUNT_KEY: Final = b"g/tenant-count"
+
+
+SLUG_PREFIX: Final = b"g/slug/"
+
+
 def slug_key(slug: str) -> bytes:
     assert slug, slug
     assert "/" not in slug, slug
-    return b"g/slug/" + slug.encode()
+    return SLUG_PREFIX + slug.encode()
 
 
 # ----------------------------------------------------------------------- API key tokens

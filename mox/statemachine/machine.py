@@ -41,6 +41,7 @@ from mox.statemachine.commands import (
     SLUG_TAKEN,
     STALE_REQUEST,
     TALENT_ARCHIVED,
+    TENANT_LIMIT,
     VALIDATION,
     VERSION_CONFLICT,
     ArchiveTalent,
@@ -140,6 +141,7 @@ _talent_dec = msgspec.msgpack.Decoder(Talent)
 _key_dec = msgspec.msgpack.Decoder(ApiKey)
 _session_dec = msgspec.msgpack.Decoder(Session)
 _event_dec = msgspec.msgpack.Decoder(Event)
+_count_dec = msgspec.msgpack.Decoder(int)
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
@@ -579,6 +581,16 @@ class StateMachine:
             raise Rejected(SLUG_TAKEN, f"the slug {body.slug!r} is taken", "slug")
         if self.store.get(keys.tenant_key(ctx.tenant_id)) is not None:
             raise Rejected(VALIDATION, f"tenant {ctx.tenant_id} already exists", "tenantId")
+        _require(
+            body.max_tenants is None or body.max_tenants >= 1, "maxTenants", "must be at least 1"
+        )
+        count = self._tenant_count()
+        if body.max_tenants is not None and count >= body.max_tenants:
+            raise Rejected(
+                TENANT_LIMIT,
+                f"the cluster holds {count} tenants; its limit (limits.max_tenants) is "
+                f"{body.max_tenants}",
+            )
         tenant = Tenant(
             id=ctx.tenant_id,
             slug=body.slug,
@@ -598,7 +610,17 @@ class StateMachine:
         ctx.put(keys.slug_key(body.slug), ctx.tenant_id)
         ctx.put(keys.tenant_key(ctx.tenant_id), tenant)
         ctx.put(keys.api_key_key(ctx.tenant_id, key.id), key)
+        ctx.put(keys.TENANT_COUNT_KEY, count + 1)
         return ok_result(TenantCreated(tenant=tenant, api_key=key_info(key)))
+
+    def _tenant_count(self) -> int:
+        raw = self.store.get(keys.TENANT_COUNT_KEY)
+        if raw is not None:
+            count = _count_dec.decode(raw)
+            assert count >= 0, count
+            return count
+        # State written before the counter existed: every tenant has one slug key.
+        return sum(1 for _ in self.store.scan_prefix(keys.SLUG_PREFIX))
 
     def _bump_tenant(self, ctx: _Apply, tenant: Tenant, event_type: str, payload: object) -> Tenant:
         bumped = msgspec.structs.replace(tenant, version=tenant.version + 1, updated_at=ctx.now)
