@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from test_cluster_support import free_ports
 
 from mox.api import create_app, make_logger
 from mox.config import MoxConfig, parse_config
@@ -26,10 +26,8 @@ ADMIN_TOKEN = "test-admin-token"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free port below the ephemeral range (see test_cluster_support.free_ports)."""
+    return free_ports(1)[0]
 
 
 class RunningNode:
@@ -71,8 +69,9 @@ class Cluster:
         self.root = root
         self.size = size
         ids = list(range(1, size + 1))
-        self.client_ports = {i: free_port() for i in ids}
-        self.cluster_ports = {i: free_port() for i in ids}
+        ports = free_ports(2 * size)
+        self.client_ports = {i: ports[i - 1] for i in ids}
+        self.cluster_ports = {i: ports[size + i - 1] for i in ids}
         self.nodes: dict[int, RunningNode] = {}
 
     def config(self, node_id: int) -> MoxConfig:
@@ -146,7 +145,7 @@ class Cluster:
         await self.wait_for_leader()
         return self
 
-    async def wait_for_leader(self, timeout_s: float = 10.0) -> int:
+    async def wait_for_leader(self, timeout_s: float = 60.0) -> int:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while asyncio.get_running_loop().time() < deadline:
             for node_id, running in self.nodes.items():

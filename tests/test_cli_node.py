@@ -20,12 +20,13 @@ from test_cluster_support import (
     ProcCluster,
     bootstrap_tenant,
     child_env,
+    free_ports,
     health,
     mox_command,
+    port_is_free,
     request,
 )
 
-from mox.bench.cluster import free_ports
 from mox.node.cli import dump_toml, load_default_template, node_config_documents
 
 
@@ -123,7 +124,7 @@ def test_config_durations_become_runtime_ticks() -> None:
     assert tight.election_timeout_ticks_min < tight.election_timeout_ticks_max
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
     async def poll() -> None:
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession() as session:
@@ -206,7 +207,7 @@ class OutputReader:
         for line in self._stream:
             self.lines.append(line)
 
-    def wait_for(self, marker: str, timeout_s: float = 40) -> None:
+    def wait_for(self, marker: str, timeout_s: float = 90) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if any(marker in line for line in list(self.lines)):
@@ -225,23 +226,12 @@ class OutputReader:
 
 
 def free_base_port() -> int:
-    """A base port whose API and cluster port ranges (base..+2, base+100..+102) are free."""
-    for _ in range(50):
-        base = free_ports(1)[0]
-        if base > 65535 - 200:
-            continue
-        socks: list[socket.socket] = []
-        try:
-            for port in (base, base + 1, base + 2, base + 100, base + 101, base + 102):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
+    """A base port whose API and cluster port ranges (base..+2, base+100..+102) are free,
+    below the ephemeral range (see test_cluster_support.free_ports)."""
+    for _ in range(100):
+        base = free_ports(1, span=3)[0]
+        if all(port_is_free(port) for port in range(base + 100, base + 103)):
             return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
     raise AssertionError("no free port range")
 
 

@@ -1,9 +1,9 @@
 """A harness for clusters of real `mox start` processes on 127.0.0.1 (no test in this file).
 
 Each node is a child process with its own config file, data directory and log file under
-the test's tmp_path; ports are free ports the kernel handed out. Nodes are started and
-stopped one by one (SIGTERM: clean stop; SIGKILL: crash), so tests can kill the leader,
-restart a node and watch it catch up.
+the test's tmp_path; ports come from `free_ports` (below the kernel's ephemeral range, see
+there). Nodes are started and stopped one by one (SIGTERM: clean stop; SIGKILL: crash), so
+tests can kill the leader, restart a node and watch it catch up.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,11 +22,61 @@ from typing import Any
 
 import aiohttp
 
-from mox.bench.cluster import free_ports
 from mox.node.cli import dump_toml, load_default_template, node_config_documents
 
 ADMIN_TOKEN = "cluster-test-admin-token"
 REPO = Path(__file__).resolve().parent.parent
+
+# Test servers listen on ports outside the kernel's ephemeral range. A port the kernel
+# handed out by bind(0) and released lies inside that range, where any outgoing connection
+# on the machine (the tests' own HTTP clients, the transports' dialers, the other xdist
+# worker, other users of the machine) may take it as its local port before the child
+# process binds it: the child then fails with "address in use". Below the range, only
+# another listener could take it.
+PORT_FLOOR = 20000
+_port_rng = random.SystemRandom()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def port_is_free(port: int) -> bool:
+    # No SO_REUSEADDR: a port with connections lingering in TIME_WAIT counts as taken too.
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, *, span: int = 1) -> list[int]:
+    """`count` distinct free ports below the ephemeral range (above it if it starts too
+    low). With `span` > 1, each returned port p has p..p+span-1 free as well."""
+    assert count >= 1
+    assert span >= 1
+    low, high = _ephemeral_range()
+    if low - PORT_FLOOR >= 2000:
+        first, last = PORT_FLOOR, low - span
+    else:
+        first, last = high + 1, 65535 - span
+    assert last - first >= 1000, (first, last)
+    ports: list[int] = []
+    taken: set[int] = set()
+    for _ in range(1000 * count):
+        port = _port_rng.randint(first, last)
+        block = range(port, port + span)
+        if taken.isdisjoint(block) and all(port_is_free(p) for p in block):
+            ports.append(port)
+            taken.update(block)
+            if len(ports) == count:
+                return ports
+    raise AssertionError(f"no {count} free port(s) in {first}..{last}")
 
 
 def mox_command(*args: str) -> list[str]:
@@ -164,7 +216,7 @@ async def wait_for_leader(
     among: list[int],
     *,
     min_term: int = 0,
-    timeout_s: float = 20,
+    timeout_s: float = 60,
 ) -> tuple[int, int]:
     """(leader id, term) once a node of `among` reports itself leader in a term > min_term
     and has applied an entry of that term (its no-op), so it can serve requests."""
@@ -188,10 +240,11 @@ async def request(
     method: str,
     url: str,
     *,
-    retries_s: float = 10,
+    retries_s: float = 30,
     **kwargs: Any,
 ) -> tuple[int, Any]:
-    """One API call; retried (same Idempotency-Key, if the caller set one) on 503."""
+    """One API call; retried (same Idempotency-Key, if the caller set one) on 503 or no
+    answer, for up to `retries_s` (an election on a loaded machine can take seconds)."""
     deadline = time.monotonic() + retries_s
     while True:
         try:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from test_cluster_support import free_ports
 
 from mox.io.tcp import (
     FRAGMENT_HEADER_SIZE_BYTES,
@@ -47,18 +47,6 @@ class ListLogger:
         return [fields for _, name, fields in self.records if name == event]
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def make(
     node_id: int,
     ports: dict[int, int],
@@ -90,7 +78,7 @@ def make(
     return transport, inbox, log
 
 
-async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+async def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not check():
         if asyncio.get_running_loop().time() > deadline:
@@ -101,7 +89,7 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 def run(coro: Callable[[], Awaitable[None]]) -> None:
     async def guarded() -> None:
         try:
-            await asyncio.wait_for(coro(), 30)
+            await asyncio.wait_for(coro(), 60)
         except TimeoutError:
             # Say where it hung: the stack of every task still pending.
             for task in asyncio.all_tasks():
