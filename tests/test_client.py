@@ -79,11 +79,11 @@ def test_client_retries_a_write_across_a_leader_failure_exactly_once(tmp_path: P
         try:
             urls = [running.url for running in cluster.nodes.values()]
             async with MoxClient(
-                urls, admin_token=ADMIN_TOKEN, backoff_s=0.02, retries=12
+                urls, admin_token=ADMIN_TOKEN, backoff_s=0.02, retries=30
             ) as admin:
                 created = await admin.create_tenant("failover", "Failover")
             async with MoxClient(
-                urls, api_key=created.api_key.key, backoff_s=0.02, retries=12
+                urls, api_key=created.api_key.key, backoff_s=0.02, retries=30
             ) as client:
                 first = await client.register_talent("Before")
                 old_leader = cluster.leader()
