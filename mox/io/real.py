@@ -109,16 +109,16 @@ class RealFile:
 
     async def write_sync(self, writes: Sequence[tuple[int, bytes | memoryview]]) -> None:
         self._check_open()
-        if not self._fsync:
-            for offset, data in writes:
-                self.pwrite(offset, data)
-            return
-        if self._ring is not None:
+        if self._ring is not None and self._fsync:
             await self._ring.write_sync(self._fd, self._path, writes)
             return
+        fd = self._fd
         for offset, data in writes:
-            self.pwrite(offset, data)
-        os.fdatasync(self._fd)
+            # One pwrite per write; the loop in `pwrite` only for a short write.
+            if os.pwrite(fd, data, offset) != len(data):
+                self.pwrite(offset, data)
+        if self._fsync:
+            os.fdatasync(fd)
 
     def write_sync_blocking(self, writes: Sequence[tuple[int, bytes | memoryview]]) -> None:
         """`write_sync` without an event loop (benchmarks and offline tools)."""
@@ -201,6 +201,13 @@ class RealFileSystem:
     def backend(self) -> str:
         """The backend in use: "io_uring" or "pwrite"."""
         return self._backend
+
+    @property
+    def blocking_sync(self) -> bool:
+        """True when `write_sync`/`sync` of this file system's files never suspend (pwrite
+        backend, or fsync off): they block the loop for the syscall instead. The WAL then
+        flushes in the committing task (see mox/storage/wal.py)."""
+        return self._ring is None or not self._fsync
 
     def close(self) -> None:
         """Release the io_uring ring (files opened from here must be closed first)."""

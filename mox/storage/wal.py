@@ -6,6 +6,11 @@ Theory of operation.
   queues a record; `commit` makes everything queued durable with one `write_sync` per segment
   touched, and concurrent committers share that flush (group commit). At most one flush is
   in flight, so a crash can tear only the last flush.
+* Where the file system's durable writes block instead of suspending (`blocking_sync`, the
+  real pwrite backend), the committer that starts a flush yields one loop iteration (so that
+  committers of the same iteration join it), then runs the flush itself: no task, no second
+  wakeup (~5 us of a ~10 us commit path, measured). Elsewhere (io_uring, the simulator) the
+  flush runs in its own task, as it always did, so simulated runs keep their interleaving.
 * Segments are `wal/<first_seq:020d>.seg`. A segment is created under a `.tmp` name, its
   header synced, then renamed and the directory synced: a `.seg` name never points at a
   header that is not durable. A segment is rolled only after the previous one's records are
@@ -29,9 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import itertools
 import re
 from array import array
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from mox.errors import CorruptionError, DataDirError, FormatError
 from mox.io.interfaces import File, FileSystem
@@ -142,6 +150,8 @@ class Wal:
         self._flush_task: asyncio.Task[None] | None = None
         self._flush_done: asyncio.Event | None = None  # set when the running flush ends
         self._failure: BaseException | None = None
+        # True when fs.write_sync never suspends (see the module docstring).
+        self._flush_inline = bool(getattr(fs, "blocking_sync", False))
         self.flush_count = 0  # flushes that wrote records (for benchmarks and tests)
         self.torn_tail_bytes_zeroed = 0  # bytes zeroed by the last recovery
 
@@ -371,8 +381,9 @@ class Wal:
 
     def append(self, rtype: int, body: bytes) -> int:
         """Queue a record; return its sequence number. Durable after `commit` covers it."""
-        self._check_usable()
-        if not 0 <= rtype < 2**16:
+        if self._failure is not None:
+            self._check_usable()
+        if not 0 <= rtype < 65536:
             raise ValueError(f"record type must be in [0, 65535], got {rtype}")
         if len(body) > self._max_body_size_bytes:
             raise ValueError(
@@ -380,9 +391,9 @@ class Wal:
                 f"{self.max_body_size_bytes} bytes (raise wal_segment_size)"
             )
         seq = self._next_seq
+        # bytes() copies a bytearray/memoryview (the caller may reuse it); bytes pass as is.
         self._pending.append((seq, rtype, bytes(body)))
         self._next_seq = seq + 1
-        assert self._pending[-1][0] == self._next_seq - 1
         return seq
 
     async def commit(self, seq: int | None = None) -> None:
@@ -391,9 +402,10 @@ class Wal:
         If a concurrent `truncate_suffix`/`reset` removes the awaited records first, this
         returns as soon as nothing at or below `seq` is left to flush.
 
-        Callers that arrive while a flush runs wait for it and share the next one. The
-        flush runs in its own task, so a cancelled caller never interrupts it; each caller
-        waits on the flush's event (one wakeup, no shield).
+        Callers that arrive while a flush runs wait for it and share the next one. A
+        cancelled caller never interrupts a flush: it runs in its own task, or (blocking
+        file systems) in the caller without a suspension point, handed to a task if it
+        ever suspends. Each waiter waits on the flush's event (one wakeup, no shield).
         """
         target = self._next_seq - 1 if seq is None else seq
         while self._durable_seq < target:
@@ -403,9 +415,32 @@ class Wal:
             done = self._flush_done
             if done is None:
                 done = self._flush_done = asyncio.Event()
+                if self._flush_inline:
+                    await self._flush_here(done)
+                    continue
                 self._flush_task = asyncio.get_running_loop().create_task(self._flush(done))
             await done.wait()
         assert self._durable_seq >= target
+
+    async def _flush_here(self, done: asyncio.Event) -> None:
+        """Run the flush `done` stands for in the calling task (blocking file systems)."""
+        assert self._flush_done is done
+        loop = asyncio.get_running_loop()
+        try:
+            # One iteration for the committers of this iteration to append and join.
+            await asyncio.sleep(0)
+        except BaseException:
+            # Cancelled before the flush began: the waiters that joined still get it.
+            self._flush_task = loop.create_task(self._flush(done))
+            raise
+        flush = self._flush(done)
+        try:
+            yielded = flush.send(None)
+        except StopIteration:
+            return  # done without suspending: the usual case
+        # It suspended (the lock was held across an await): a task finishes it, so that
+        # cancelling this caller cannot cut the flush short.
+        self._flush_task = loop.create_task(_run_on(flush, yielded))
 
     async def _flush(self, done: asyncio.Event) -> None:
         try:
@@ -454,20 +489,23 @@ class Wal:
         self,
         segment: _Segment,
         start: int,
-        chunks: list[bytes],
+        pieces: list[bytes],
         offsets: list[int],
         checksums: list[int],
     ) -> None:
-        if not chunks:
+        if not pieces:
             return
         assert start == segment.write_offset
-        data = b"".join(chunks)
+        # One buffer, one write: the pieces joined once (a pwritev of many small iovecs
+        # measured slower than join + pwrite for 128-byte records).
+        data = b"".join(pieces)
         await segment.file.write_sync([(start, data)])
         segment.offsets.extend(offsets)
         segment.checksums.extend(checksums)
         segment.write_offset = start + len(data)
         self._durable_seq = segment.last_seq
         self._tail_checksum = checksums[-1]
+        assert segment.offsets[-1] + RECORD_HEADER_SIZE_BYTES <= segment.write_offset
 
     # -- read --------------------------------------------------------------------------
 
@@ -643,3 +681,24 @@ class Wal:
         assert self._next_seq == self._durable_seq + 1 + len(self._pending)
         if self._pending:
             assert self._pending[0][0] == self._durable_seq + 1
+
+
+async def _run_on(coro: Coroutine[Any, Any, None], yielded: object) -> None:
+    """Drive `coro` on from the suspension where it yielded `yielded`, as the asyncio.Task
+    it was never wrapped in would: wait for the future, then resume it. A cancellation of
+    this task is delivered into `coro` at its suspension point."""
+    while True:
+        step: Callable[[], object]
+        try:
+            if isinstance(yielded, asyncio.Future):
+                await asyncio.wait((yielded,))
+            else:
+                await asyncio.sleep(0)  # a bare yield
+        except BaseException as exc:  # delivered into coro, which decides
+            step = functools.partial(coro.throw, exc)
+        else:
+            step = functools.partial(coro.send, None)
+        try:
+            yielded = step()
+        except StopIteration:
+            return
