@@ -699,6 +699,10 @@ class Node:
                 self._wake.clear()
                 if self._stopping:
                     break
+                # Messages before ticks: after a stall of this process (GC, a slow fsync, a
+                # loaded CPU) the leader's heartbeats that arrived meanwhile reset the
+                # election timer before the stalled ticks can fire it.
+                self._feed_core()
                 self._do_ticks(loop)
                 self._feed_core()
                 while self.core.has_ready() and not self._stopping:
