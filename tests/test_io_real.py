@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from mox.errors import ConfigError, DataDirError
 from mox.io.interfaces import Clock, File, FileSystem
 from mox.io.interfaces import Random as RandomProtocol
-from mox.io.real import RealClock, RealFileSystem, RealRandom
+from mox.io.real import AUTO_URING_SPEEDUP_MIN, RealClock, RealFileSystem, RealRandom, race_backends
 from mox.io.uring import UringRing, probe_ring
 
 
@@ -154,6 +155,41 @@ def test_backend_choice_is_logged_and_exposed(tmp_path: Any, caplog: Any) -> Non
     with pytest.raises(ConfigError) as info:
         RealFileSystem(str(tmp_path), backend="aio")
     assert info.value.key == "storage.io_backend"
+
+
+def test_auto_backend_follows_the_logged_race(tmp_path: Any, caplog: Any) -> None:
+    ring, reason = probe_ring(str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="mox.io"):
+        fs = RealFileSystem(str(tmp_path), backend="auto")
+    fs.close()
+    if ring is None:
+        assert fs.backend == "pwrite"
+        assert reason in caplog.text
+        return
+    uring_s, pwrite_s = race_backends(str(tmp_path), ring)
+    ring.close()
+    assert uring_s > 0 and pwrite_s > 0
+    match = re.search(r"race: io_uring (\d+) us, pwrite (\d+) us", caplog.text)
+    assert match is not None, caplog.text
+    uring_us, pwrite_us = int(match.group(1)), int(match.group(2))
+    if pwrite_us >= AUTO_URING_SPEEDUP_MIN * uring_us + 1:
+        assert fs.backend == "io_uring"
+    elif pwrite_us + 1 < AUTO_URING_SPEEDUP_MIN * uring_us:
+        assert fs.backend == "pwrite"
+
+
+def test_blocking_sync_says_whether_durable_writes_suspend(tmp_path: Any) -> None:
+    fs = RealFileSystem(str(tmp_path / "p"), backend="pwrite")
+    assert fs.blocking_sync
+    fs.close()
+    ring, _reason = probe_ring(str(tmp_path))
+    if ring is None:
+        return
+    ring.close()
+    for fsync, blocking in ((True, False), (False, True)):
+        fs = RealFileSystem(str(tmp_path / str(fsync)), backend="io_uring", fsync=fsync)
+        assert fs.blocking_sync is blocking
+        fs.close()
 
 
 def test_real_clock_and_random() -> None:

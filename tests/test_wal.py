@@ -440,3 +440,60 @@ def test_reads_and_appends_during_truncate_and_reset_see_the_new_log(env: Env) -
     wal = open_wal(env)
     assert (wal.first_seq, wal.last_seq) == (100, 100)
     assert wal.read(100, 100)[0].body == b"first after reset"
+
+
+def test_commit_waits_out_a_held_lock_and_a_cancelled_committer(env: Env) -> None:
+    """A flush that has to wait for the lock (held across an await by a truncation) still
+    completes, also when the committer that started it is cancelled meanwhile; on a
+    blocking file system this is the path where the flush, begun in the caller, is handed
+    to a task."""
+    wal = open_wal(env)
+    seq = wal.append(1, b"held")
+
+    async def scenario() -> None:
+        await wal._lock.acquire()
+        try:
+            starter = asyncio.ensure_future(wal.commit(seq))
+            joiner = asyncio.ensure_future(wal.commit(seq))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert wal.durable_seq == 0
+            assert not starter.done() and not joiner.done()
+            starter.cancel()
+            await asyncio.sleep(0)
+            assert starter.cancelled()
+        finally:
+            wal._lock.release()
+        await joiner
+        assert wal._flush_task is not None  # the flush ran on in a task, not in `starter`
+        assert wal.durable_seq == seq
+
+    env.run(scenario())
+    assert wal.flush_count == 1
+    assert wal.append(1, b"after") == seq + 1
+    env.run(wal.commit())
+    wal.close()
+    env.crash()
+    wal = open_wal(env)
+    assert [r.body for r in wal.read(1, 2)] == [b"held", b"after"]
+
+
+def test_committer_cancelled_before_the_flush_began_leaves_it_to_the_others(env: Env) -> None:
+    wal = open_wal(env)
+    seq = wal.append(1, b"x")
+
+    async def scenario() -> None:
+        starter = asyncio.ensure_future(wal.commit(seq))
+        await asyncio.sleep(0)  # the starter is in its flush's first loop iteration (or waits)
+        joiner = asyncio.ensure_future(wal.commit(seq))
+        starter.cancel()
+        await joiner
+        assert wal.durable_seq == seq
+        with pytest.raises(asyncio.CancelledError):
+            await starter
+
+    env.run(scenario())
+    assert wal.flush_count == 1
+    assert wal.append(1, b"y") == seq + 1
+    env.run(wal.commit())
+    assert wal.durable_seq == seq + 1

@@ -4,10 +4,20 @@ Appends: for record bodies of 128 B and 4 KiB and batches of 1, 32 and 256, the 
 batch and awaits `commit()` (one write_sync per flush), for each backend (pwrite, io_uring).
 The baseline, measured in the same run, is the floor for the same durable work: a loop that
 writes each batch's bytes (already encoded: record header + body) with one `os.pwrite` into
-a preallocated file, then one `os.fdatasync`. Each cell runs `rounds` times (5 by default),
-interleaved with its baseline, and the best round of each counts: on a shared machine the
-fsync rate swings by 10x from second to second with other processes' I/O, and the best
-round is the least disturbed one. Ratio = best WAL / best baseline; the goal is 0.9 or better.
+a preallocated file, then one `os.fdatasync`. Same bytes synced per batch, same number of
+fdatasyncs: the WAL's segment is sized to hold the whole cell, as the baseline's file is
+preallocated to, so no segment roll (file creation, header and directory syncs) falls
+inside a cell. Each cell runs `rounds` times (5 by default), interleaved with its baseline,
+and the best round of each counts: on a shared machine the fsync rate swings by 10x from
+second to second with other processes' I/O, and the best round is the least disturbed one.
+Ratio = best WAL / best baseline; the goal is 0.9 or better.
+
+Beside them, per cell: the **io_uring floor**, a bare liburing loop (one linked writev +
+fdatasync, `io_uring_submit_and_wait`, no asyncio, no WAL) over the same bytes, which shows
+what the kernel and the binding allow before any of our code runs; and the **CPU time per
+record** (`time.process_time`, best round) of the WAL and of the baseline, which separates
+the Python work per record from the fsync wait (and is much less disturbed by other
+processes' disk I/O than the rates are).
 
 Recovery: the time `Wal.open` takes to verify and index N records (1M by default), beside a
 floor that reads the same segment files and hashes them with xxh3 in 4 KiB blocks.
@@ -31,6 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import liburing
 import xxhash
 from rich.console import Console
 from rich.table import Table
@@ -63,49 +74,108 @@ def _fresh_dir(base: str, name: str) -> str:
     return path
 
 
-def _baseline_appends(base: str, body_bytes: int, batch: int, count: int) -> float:
-    """Records/s of pwrite(batch bytes) + fdatasync per batch into a preallocated file."""
+def _preallocated(directory: str, size_bytes: int) -> int:
+    fd = os.open(os.path.join(directory, "log"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    os.posix_fallocate(fd, 0, size_bytes)
+    os.fsync(fd)
+    return fd
+
+
+def _segment_size_bytes(body_bytes: int, count: int) -> int:
+    """A segment that holds the whole cell (no roll inside the timed loop)."""
+    return max(SEGMENT_SIZE_BYTES, count * (RECORD_HEADER_SIZE_BYTES + body_bytes) + 2 * 4096)
+
+
+def _baseline_appends(base: str, body_bytes: int, batch: int, count: int) -> tuple[float, float]:
+    """(records/s, CPU s per record) of pwrite(batch bytes) + fdatasync per batch into a
+    preallocated file."""
     directory = _fresh_dir(base, "baseline")
     record_bytes = RECORD_HEADER_SIZE_BYTES + body_bytes
     buffer = os.urandom(record_bytes) * batch
-    fd = os.open(os.path.join(directory, "log"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _preallocated(directory, _segment_size_bytes(body_bytes, count))
     try:
-        os.posix_fallocate(fd, 0, max(SEGMENT_SIZE_BYTES, count * record_bytes + 4096))
-        os.fsync(fd)
         offset = 4096
         started = time.perf_counter()
+        cpu_started = time.process_time()
         for _ in range(count // batch):
             os.pwrite(fd, buffer, offset)
             os.fdatasync(fd)
             offset += len(buffer)
         elapsed = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_started
     finally:
         os.close(fd)
+    return count / elapsed, cpu_s / count
+
+
+def _uring_floor(base: str, body_bytes: int, batch: int, count: int) -> float:
+    """Records/s of a bare liburing loop: per batch one writev linked to one fdatasync,
+    submitted and waited for with one io_uring_submit_and_wait (no asyncio, no WAL)."""
+    directory = _fresh_dir(base, "uring-floor")
+    record_bytes = RECORD_HEADER_SIZE_BYTES + body_bytes
+    buffer = os.urandom(record_bytes) * batch
+    ring = liburing.Ring()
+    cqe = liburing.Cqe()
+    liburing.io_uring_queue_init(8, ring, 0)
+    fd = -1
+    try:
+        fd = _preallocated(directory, _segment_size_bytes(body_bytes, count))
+        iov = liburing.Iovec([buffer])
+        offset = 4096
+        started = time.perf_counter()
+        for _ in range(count // batch):
+            sqe = liburing.io_uring_get_sqe(ring)
+            liburing.io_uring_prep_writev(sqe, fd, iov, offset)
+            liburing.io_uring_sqe_set_flags(sqe, liburing.IOSQE_IO_LINK)
+            sqe = liburing.io_uring_get_sqe(ring)
+            liburing.io_uring_prep_fsync(sqe, fd, liburing.IORING_FSYNC_DATASYNC)
+            liburing.io_uring_submit_and_wait(ring, 2)
+            for _ in range(2):
+                liburing.io_uring_wait_cqe(ring, cqe)
+                try:
+                    result = cqe[0].res  # raises OSError for a failed operation
+                finally:
+                    liburing.io_uring_cq_advance(ring, 1)
+                assert result >= 0
+            offset += len(buffer)
+        elapsed = time.perf_counter() - started
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        liburing.io_uring_queue_exit(ring)
     return count / elapsed
 
 
 async def _wal_appends_async(
     directory: str, backend: str, body: bytes, batch: int, count: int
-) -> float:
+) -> tuple[float, float]:
     fs = RealFileSystem(directory, backend=backend)
     try:
         wal = await Wal.open(
-            fs, segment_size_bytes=SEGMENT_SIZE_BYTES, cluster_id="bench", node_id=1
+            fs,
+            segment_size_bytes=_segment_size_bytes(len(body), count),
+            cluster_id="bench",
+            node_id=1,
         )
         started = time.perf_counter()
+        cpu_started = time.process_time()
         for _ in range(count // batch):
             for _ in range(batch):
                 wal.append(1, body)
             await wal.commit()
         elapsed = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_started
         assert wal.durable_seq == count
+        assert wal.segment_count == 1, "a segment roll inside the cell"
         wal.close()
     finally:
         fs.close()
-    return count / elapsed
+    return count / elapsed, cpu_s / count
 
 
-def _wal_appends(base: str, backend: str, body_bytes: int, batch: int, count: int) -> float:
+def _wal_appends(
+    base: str, backend: str, body_bytes: int, batch: int, count: int
+) -> tuple[float, float]:
     directory = _fresh_dir(base, f"wal-{backend}")
     body = os.urandom(body_bytes)
     loop = asyncio.new_event_loop()
@@ -188,24 +258,41 @@ def run_storage_bench(
     if ring is not None:
         ring.close()
         backends.append("io_uring")
-    facts: dict[str, Any] = {"io_uring": reason, "backends": backends}
+    facts: dict[str, Any] = {
+        "io_uring": reason,
+        "backends": backends,
+        "load_average_before": os.getloadavg(),
+    }
     rows: list[Row] = []
     for body_bytes in RECORD_SIZES_BYTES:
         for batch in BATCH_SIZES:
             count = _cell_records(records, batch, quick)
             say(f"appends: {body_bytes} B records, batch {batch}, {count} records")
             best_baseline = 0.0
+            baseline_cpu_s = float("inf")
+            best_floor = 0.0
             best: dict[str, float] = dict.fromkeys(backends, 0.0)
+            cpu_s: dict[str, float] = dict.fromkeys(backends, float("inf"))
             for _ in range(rounds):
-                best_baseline = max(
-                    best_baseline, _baseline_appends(data_dir, body_bytes, batch, count)
-                )
+                rate, cpu = _baseline_appends(data_dir, body_bytes, batch, count)
+                best_baseline = max(best_baseline, rate)
+                baseline_cpu_s = min(baseline_cpu_s, cpu)
+                if "io_uring" in backends:
+                    best_floor = max(best_floor, _uring_floor(data_dir, body_bytes, batch, count))
                 for backend in backends:
-                    rate = _wal_appends(data_dir, backend, body_bytes, batch, count)
+                    rate, cpu = _wal_appends(data_dir, backend, body_bytes, batch, count)
                     best[backend] = max(best[backend], rate)
+                    cpu_s[backend] = min(cpu_s[backend], cpu)
             for backend in backends:
                 metric = f"wal append {body_bytes} B batch {batch} ({backend})"
                 rows.append((metric, best[backend], "records/s", best_baseline))
+            if "io_uring" in backends:
+                metric = f"io_uring floor {body_bytes} B batch {batch} (liburing loop)"
+                rows.append((metric, best_floor, "records/s", best_baseline))
+            for backend in backends:
+                metric = f"wal cpu {body_bytes} B batch {batch} ({backend})"
+                rows.append((metric, cpu_s[backend] * 1e6, "us/record", baseline_cpu_s * 1e6))
+    facts["load_average_after_appends"] = os.getloadavg()
     say(f"recovery: {recovery_records} records")
     recovery_s, floor_s = _recovery(data_dir, recovery_records)
     rows.append((f"wal recovery {recovery_records} records", recovery_s, "s", floor_s))
@@ -232,7 +319,7 @@ def _ratio(value: float, baseline: float | None, unit: str) -> float | None:
     if baseline is None or baseline == 0 or value == 0:
         return None
     # For times, smaller is better: express the ratio as speed relative to the baseline.
-    return baseline / value if unit in ("s", "ms", "us") else value / baseline
+    return baseline / value if unit in ("s", "ms", "us", "us/record") else value / baseline
 
 
 def _format(value: float) -> str:
@@ -330,6 +417,9 @@ def command(
         )
     Console().print(table)
     click.echo(f"io_uring: {facts['io_uring']}; lsm: {facts['lsm']}")
+    before = ", ".join(f"{x:.2f}" for x in facts["load_average_before"])
+    after = ", ".join(f"{x:.2f}" for x in facts["load_average_after_appends"])
+    click.echo(f"load average (1, 5, 15 min): {before} before the appends, {after} after")
     if json_path is not None:
         document = {
             "command": "mox bench storage" + (" --quick" if quick else ""),
