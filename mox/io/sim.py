@@ -15,7 +15,11 @@ Theory of operation of `SimDisk`:
   `bit_flip_at_rest_probability` one bit of the file's durable bytes flips.
 * `bit_flip_on_read_probability` flips one bit of the bytes a `pread` returns (the stored
   bytes stay intact, as with a transient media/bus error). `misdirected_write_probability`
-  sends a write a few sectors away from where it was aimed (and leaves the target alone).
+  sends a write a few sectors away from where it was aimed (and leaves the target alone);
+  files under `misdirect_excluded_prefixes` are never misdirected.
+* `corrupt_sector(path, rng)` damages a file while the node runs: one bit of the stored
+  bytes flips (a latent sector error). Reads see it too unless the page cache holds newer
+  bytes there (an unsynced write over it).
 
 Every draw comes from the one `random.Random` handed in, in an order fixed by the calls
 made: one seed, one sequence of faults. Injected faults are counted in `fault_counts` and
@@ -53,6 +57,7 @@ FAULT_KINDS = (
     "bit_flip_on_read",
     "misdirected_write",
     "lost_dir_op",
+    "corrupt_sector",
 )
 
 
@@ -75,6 +80,8 @@ class DiskFaults:
     bit_flip_at_rest_probability: float = attrs.field(default=0.0, validator=_probability)
     bit_flip_on_read_probability: float = attrs.field(default=0.0, validator=_probability)
     misdirected_write_probability: float = attrs.field(default=0.0, validator=_probability)
+    # Paths (relative to the disk) starting with one of these are never misdirected.
+    misdirect_excluded_prefixes: tuple[str, ...] = ()
     sync_latency_s_min: float = attrs.field(default=0.0001, validator=_non_negative)
     sync_latency_s_max: float = attrs.field(default=0.001, validator=_non_negative)
 
@@ -194,7 +201,9 @@ class SimDisk:
 
     def _maybe_misdirect(self, path: str, inode: _Inode, offset: int, length: int) -> int:
         p = self.faults.misdirected_write_probability
-        if p <= 0 or self._rng.random() >= p:
+        if p <= 0 or path.startswith(self.faults.misdirect_excluded_prefixes):
+            return offset
+        if self._rng.random() >= p:
             return offset
         shift_sectors = self._rng.choice((-8, -4, -2, -1, 1, 2, 4, 8))
         target = max(0, offset + shift_sectors * SECTOR_SIZE_BYTES)
@@ -290,6 +299,30 @@ class SimDisk:
         """The durable contents of `path` (full path on this disk)."""
         inode = self._durable[path]
         return inode.durable.read(0, inode.durable.size)
+
+    def durable_paths(self) -> list[str]:
+        """Every file that survives a crash, sorted (the simulator picks what to damage)."""
+        return sorted(self._durable)
+
+    def corrupt_sector(self, path: str, rng: random.Random) -> int | None:
+        """Flip one random bit of `path`'s durable bytes (a latent sector error) and
+        return its byte offset; None if the file is empty. The running node's reads see
+        the damage unless an unsynced write holds newer bytes at that place."""
+        inode = self._durable[path]
+        durable = inode.durable
+        if durable.size == 0:
+            return None
+        bit = rng.randrange(0, durable.size * 8)
+        position = bit // 8
+        mask = 1 << (bit % 8)
+        before = durable.read(position, 1)
+        cached = inode.volatile.read(position, 1)
+        durable.write(position, bytes([before[0] ^ mask]))
+        if cached == before:
+            inode.volatile.write(position, bytes([cached[0] ^ mask]))
+        assert durable.read(position, 1) != before
+        self._fault("corrupt_sector", path, position)
+        return position
 
     def flip_bit(self, path: str, bit_index: int) -> None:
         """Flip one bit of `path` in both images (a deterministic fault for tests)."""
@@ -501,4 +534,3 @@ class SimClock:
 
 class SimRandom(StdRandom):
     """The `Random` protocol over a seeded `random.Random` (a child of the run's RNG)."""
-

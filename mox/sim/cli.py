@@ -262,6 +262,32 @@ def _totals(results: list[SimResult]) -> dict[str, Any]:
         "checks": dict(sorted(checks.items())),
         "messages_rejected": dict(sorted(rejected.items())),
         "seeds_with_fault_enabled": {k: enabled[k] for k in FAULT_KINDS if k in enabled},
+        "corruption": _corruption_totals(results),
+    }
+
+
+def _corruption_totals(results: list[SimResult]) -> dict[str, Any]:
+    """Disk corruption: how much was injected, on how many nodes, and how many of those
+    nodes detected it and fail-stopped (by when: run, recovery, final scrub)."""
+    struck = 0
+    detected = 0
+    by_phase: dict[str, int] = {}
+    for result in results:
+        for node_id, count in result.corruption_injected.items():
+            if count > 0:
+                struck += 1
+                if node_id in result.failed_nodes:
+                    detected += 1
+        for what in result.failed_nodes.values():
+            phase = what.split(":", 1)[0]
+            by_phase[phase] = by_phase.get(phase, 0) + 1
+    return {
+        "faults_injected": sum(sum(r.corruption_injected.values()) for r in results),
+        "nodes_with_corrupt_disk": sum(len(r.corrupt_nodes) for r in results),
+        "nodes_struck": struck,
+        "nodes_fail_stopped": sum(len(r.failed_nodes) for r in results),
+        "nodes_struck_and_fail_stopped": detected,
+        "fail_stopped_during": dict(sorted(by_phase.items())),
     }
 
 
@@ -302,6 +328,21 @@ def _print_summary(console: Any, results: list[SimResult], faults_text: str) -> 
             table.add_row(f"seeds with {kind} on", str(count))
     for kind, count in totals["faults_injected"].items():
         table.add_row(f"fault: {kind}", str(count))
+    corruption = totals["corruption"]
+    if corruption["nodes_with_corrupt_disk"]:
+        table.add_row("corruption faults injected", str(corruption["faults_injected"]))
+        table.add_row(
+            "nodes struck by corruption",
+            f"{corruption['nodes_struck']} (of {corruption['nodes_with_corrupt_disk']} "
+            "with a corrupting disk)",
+        )
+        table.add_row(
+            "nodes fail-stopped on a storage fault",
+            f"{corruption['nodes_fail_stopped']} ({corruption['nodes_struck_and_fail_stopped']} "
+            f"of {corruption['nodes_struck']} struck detected it)",
+        )
+        for phase, count in corruption["fail_stopped_during"].items():
+            table.add_row(f"fail-stopped during {phase}", str(count))
     for name, count in totals["checks"].items():
         table.add_row(f"check: {name}", str(count))
     for reason, count in totals["messages_rejected"].items():

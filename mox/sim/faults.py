@@ -41,6 +41,11 @@ FAULT_KINDS: tuple[str, ...] = (
     "election_storm",  # narrow election timeouts: concurrent candidacies are common
     "small_batches",  # AppendEntries carry few entries: followers ack a leader's log piecemeal
     "membership",  # (5 nodes) a member is removed, then added back: single-server changes
+    # Disk corruption, on at most f = (n-1)/2 nodes of a run (chosen per seed), so that a
+    # majority stays healthy. A node that reads damaged data stops for good (fail-stop).
+    # Appended last: the swarm draws of the kinds above stay what they were for every seed.
+    "corrupt_sector",  # bits flip at rest while the node runs, and transiently on read
+    "misdirected_write",  # a write lands a few sectors away (not in the WAL: see docs)
 )
 
 DEFAULT_INTENSITY = 0.5
