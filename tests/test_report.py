@@ -140,30 +140,7 @@ def _chromium() -> str | None:
 def test_chromium_renders_every_section(tmp_path: Path) -> None:
     html_path, json_path = write_report(_data(), tmp_path / "out")
     assert json.loads(json_path.read_text())["title"] == "Mox invariant report"
-    chromium = _chromium()
-    assert chromium is not None
-    result = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            html_path.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    dom = result.stdout
+    dom = _chromium_dom(html_path, tmp_path / "profile")
     # The parsed DOM (not our source text) has every section, the table rows and the SVG.
     for sid in SECTION_IDS:
         assert f'<section id="{sid}">' in dom
@@ -174,16 +151,19 @@ def test_chromium_renders_every_section(tmp_path: Path) -> None:
 
 
 def _chromium_dom(html_path: Path, profile: Path) -> str:
+    """The DOM headless Chromium built from the page. /dev/shm is small in CI containers
+    (64 MiB in Docker) and Chromium crashes its renderer when it runs out: use /tmp."""
     chromium = _chromium()
     assert chromium is not None
     result = subprocess.run(
         [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", "--dump-dom", html_path.as_uri(),
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+            "--dump-dom", html_path.as_uri(),
         ],
         capture_output=True, text=True, timeout=120, check=False,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
