@@ -164,14 +164,17 @@ CHUNK_INTS = 2400
 # for the network's events). Messages, states and member sets are tables of distinct rows.
 EVENT_WIDTH = 3
 ACTION_RADIX = 32
-# One state: term, role + 4 * voted_for (0: null) + VOTE_RADIX * 4 * config (an index into
-# TraceConfigs), commit_index, last_index, last_term, snapshot_index, snapshot_term.
+# One state: term, role + ROLE_RADIX * voted_for (0: null) + ROLE_RADIX * VOTE_RADIX * config
+# (an index into TraceConfigs), commit_index, last_index, last_term, snapshot_index,
+# snapshot_term.
 STATE_WIDTH = 7
+ROLE_RADIX = 8
 VOTE_RADIX = 1024
-CONFIGS_MAX = (2**31 - 1) // (4 * VOTE_RADIX)
+CONFIGS_MAX = (2**31 - 1) // (ROLE_RADIX * VOTE_RADIX)
 # One message: type, src, dst, term, then five fields whose meaning depends on the type:
-#   RequestVote              last_log_term, last_log_index
-#   RequestVoteResponse      vote_granted (0/1)
+#   RequestVote, PreVote     last_log_term, last_log_index
+#   RequestVoteResponse,
+#   PreVoteResponse          vote_granted (0/1)
 #   AppendEntries            prev_log_index, prev_log_term, leader_commit, first entry, count
 #   AppendEntriesResponse    success (0/1), match_index
 #   InstallSnapshot          snapshot_index, snapshot_term, config
@@ -207,6 +210,7 @@ def _tla_set(nodes: Iterable[int]) -> str:
 _MESSAGE_TYPES: tuple[str, ...] = tuple(MESSAGE_FIELDS)
 _ACTION_CODE = {name: k + 1 for k, name in enumerate(ACTIONS)}
 _ROLE_CODE = {name: k + 1 for k, name in enumerate(ROLES)}
+assert len(ROLES) < ROLE_RADIX and len(ACTIONS) < ACTION_RADIX
 _TYPE_CODE = {name: k + 1 for k, name in enumerate(_MESSAGE_TYPES)}
 _KIND_CODE = {name: k + 1 for k, name in enumerate(ENTRY_KINDS)}
 
@@ -234,9 +238,9 @@ class _Encoder:
         mtype = msg["type"]
         entries: tuple[int, ...] = ()
         fields: list[int]
-        if mtype == "RequestVote":
+        if mtype in ("RequestVote", "PreVote"):
             fields = [msg["last_log_term"], msg["last_log_index"]]
-        elif mtype == "RequestVoteResponse":
+        elif mtype in ("RequestVoteResponse", "PreVoteResponse"):
             fields = [int(msg["vote_granted"])]
         elif mtype == "AppendEntries":
             flat: list[int] = []
@@ -279,7 +283,7 @@ class _Encoder:
             raise ConformanceError(f"more than {CONFIGS_MAX} distinct configurations in one batch")
         row = (
             state["term"],
-            _ROLE_CODE[state["role"]] + 4 * vote + 4 * VOTE_RADIX * config,
+            _ROLE_CODE[state["role"]] + ROLE_RADIX * vote + ROLE_RADIX * VOTE_RADIX * config,
             state["commit_index"],
             state["last_index"],
             state["last_term"],
@@ -383,6 +387,7 @@ def trace_data_module(traces: Sequence[Trace], stuck_at: Sequence[int] | None = 
         f"TraceStateWidth == {STATE_WIDTH}\n"
         f"TraceActionRadix == {ACTION_RADIX}\n"
         f"TraceVoteRadix == {VOTE_RADIX}\n"
+        f"TraceRoleRadix == {ROLE_RADIX}\n"
         f"TraceMsgWidth == {MESSAGE_WIDTH}\n"
         f"TraceEntryWidth == {ENTRY_WIDTH}\n"
         "====\n"

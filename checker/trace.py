@@ -67,6 +67,13 @@ ACTIONS: tuple[str, ...] = (
     "HandleInstallSnapshotRequest",
     "HandleInstallSnapshotResponse",
     "DropStaleMessage",
+    "StartPreVote",
+    "PreVote",
+    "BecomeCandidate",
+    "HandlePreVoteRequest",
+    "HandlePreVoteResponse",
+    "StepDown",
+    "DropVoteRequestInLease",
     "DropMessage",
     "DuplicateMessage",
 )
@@ -85,10 +92,13 @@ _NO_MESSAGE_ACTIONS: frozenset[str] = frozenset(
         "AdvanceCommitIndex",
         "Snapshot",
         "ChangeMembership",
+        "StartPreVote",
+        "BecomeCandidate",
+        "StepDown",
     }
 )
 
-ROLES: tuple[str, ...] = ("follower", "candidate", "leader")
+ROLES: tuple[str, ...] = ("follower", "candidate", "leader", "pre_candidate")
 ENTRY_KINDS: tuple[str, ...] = ("normal", "noop", "config")
 
 # Field name -> expected kind, for the `state` object (the node's state after the step).
@@ -110,6 +120,8 @@ _COMMON_MESSAGE_FIELDS: dict[str, str] = {"src": "node", "dst": "node", "term": 
 MESSAGE_FIELDS: dict[str, dict[str, str]] = {
     "RequestVote": {"last_log_term": "nat", "last_log_index": "nat"},
     "RequestVoteResponse": {"vote_granted": "bool"},
+    "PreVote": {"last_log_term": "nat", "last_log_index": "nat"},
+    "PreVoteResponse": {"vote_granted": "bool"},
     "AppendEntries": {
         "prev_log_index": "nat",
         "prev_log_term": "nat",

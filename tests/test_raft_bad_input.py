@@ -28,6 +28,8 @@ from mox.consensus.raft.messages import (
     HardState,
     InstallSnapshot,
     MalformedMessage,
+    PreVote,
+    PreVoteResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -39,8 +41,9 @@ LIMIT = 2**63
 
 
 def make(node_id: int = 2, term: int = 3) -> RaftCore:
+    # Classic elections (campaign -> candidate at once) keep the setups below one step long.
     return RaftCore(
-        RaftConfig(node_id=node_id, members=(1, 2, 3)),
+        RaftConfig(node_id=node_id, members=(1, 2, 3), pre_vote=False, check_quorum=False),
         RestoredState(hard_state=HardState(term, 0, 0)),
         itertools.repeat(10),
     )
@@ -62,6 +65,11 @@ BAD = [
     ("bad_last_log", RequestVote(3, 1, 2, -5, 0)),
     ("last_log_term_beyond_term", RequestVote(3, 1, 2, 1, 4)),
     ("bad_vote_granted", RequestVoteResponse(3, 1, 2, 1)),  # type: ignore[arg-type]
+    ("unknown_src", PreVote(4, 9, 2, 0, 0)),
+    ("bad_term", PreVote(LIMIT - 1, 1, 2, 0, 0)),
+    ("bad_last_log", PreVote(4, 1, 2, -5, 0)),
+    ("last_log_term_beyond_term", PreVote(4, 1, 2, 1, 5)),
+    ("bad_vote_granted", PreVoteResponse(4, 1, 2, "yes")),  # type: ignore[arg-type]
     ("bad_index", AppendEntries(3, 1, 2, -1, 0, [], 0)),
     ("bad_index", AppendEntries(3, 1, 2, LIMIT, 0, [], 0)),
     ("bad_prev_log_term", AppendEntries(3, 1, 2, 0, 1, [], 0)),
@@ -142,6 +150,8 @@ def test_decode_names_the_field() -> None:
         ({"node_id": 1, "members": (1,), "heartbeat_ticks": 0}, "heartbeat_ticks"),
         ({"node_id": 1, "members": (1,), "max_inflight_appends": 0}, "max_inflight_appends"),
         ({"node_id": 1, "members": (1,), "max_message_size_bytes": 10}, "max_message_size_bytes"),
+        ({"node_id": 1, "members": (1,), "pre_vote": 1}, "pre_vote"),
+        ({"node_id": 1, "members": (1,), "check_quorum": "yes"}, "check_quorum"),
     ],
 )
 def test_bad_config_names_the_field(kwargs: dict[str, object], field: str) -> None:
@@ -203,7 +213,7 @@ def test_append_contradicting_a_committed_entry_is_rejected() -> None:
 def _hostile_message(data: st.DataObject) -> object:
     term = data.draw(st.integers(1, 6))
     src = data.draw(st.sampled_from([1, 3]))
-    kind = data.draw(st.integers(0, 5))
+    kind = data.draw(st.integers(0, 7))
     index = st.integers(0, 8)
     if kind == 0:
         prev = data.draw(index)
@@ -222,6 +232,10 @@ def _hostile_message(data: st.DataObject) -> object:
         return RequestVote(term, src, 2, data.draw(index), data.draw(st.integers(0, term)))
     if kind == 3:
         return RequestVoteResponse(term, src, 2, data.draw(st.booleans()))
+    if kind == 6:
+        return PreVote(term, src, 2, data.draw(index), data.draw(st.integers(0, term)))
+    if kind == 7:
+        return PreVoteResponse(term, src, 2, data.draw(st.booleans()))
     if kind == 4:
         config = data.draw(st.sampled_from([[1, 2, 3], [1, 2], [2, 3], [1]]))
         return InstallSnapshot(term, src, 2, data.draw(st.integers(1, 8)), data.draw(st.integers(1, term)), config, b"")
@@ -236,6 +250,9 @@ def test_hostile_peers_never_crash_the_core(data: st.DataObject) -> None:
     # Two peers that each claim leadership in any term: whatever they send, step() only
     # answers, rejects or drops, and the core's own assertions keep holding.
     core = make(term=0)
+    if data.draw(st.booleans()):
+        # The default configuration: pre-vote and check-quorum on.
+        core = RaftCore(RaftConfig(node_id=2, members=(1, 2, 3)), RestoredState(), itertools.repeat(3))
     for _ in range(data.draw(st.integers(1, 40))):
         op = data.draw(st.integers(0, 10))
         if op == 10:

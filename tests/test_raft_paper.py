@@ -3,6 +3,10 @@
 Where Mox deviates on purpose it is the spec's choice (specs/README.md): a message from an
 older term is dropped rather than answered with `false` (DropStaleMessage), and a new leader
 appends a no-op entry instead of sending an empty heartbeat.
+
+Figure 2 describes elections without pre-vote and leaders without check-quorum (Ongaro's
+thesis 9.6 and 6.2 add them later), so the cores here run with `pre_vote=False,
+check_quorum=False`; tests/test_raft_prevote.py checks the two extensions.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def make(
     timeout: int = 10,
 ) -> RaftCore:
     restored = RestoredState(hard_state=HardState(term, vote, 0), entries=log or [])
-    config = RaftConfig(node_id=node_id, members=members)
+    config = RaftConfig(node_id=node_id, members=members, pre_vote=False, check_quorum=False)
     return RaftCore(config, restored, itertools.repeat(timeout), ListTraceSink())
 
 

@@ -78,10 +78,22 @@ def test_every_event_is_a_spec_action_with_state(seed: int) -> None:
             state = event["state"]
             assert isinstance(state, dict)
             assert tuple(state) == STATE_FIELDS
-            assert state["role"] in ("follower", "candidate", "leader")
+            assert state["role"] in ("follower", "pre_candidate", "candidate", "leader")
             assert state["voted_for"] is None or state["voted_for"] >= 1
             msg = event.get("msg")
-            if action in ("Timeout", "Restart", "PersistState", "BecomeLeader", "ClientRequest", "AdvanceCommitIndex", "Snapshot", "ChangeMembership"):
+            if action in (
+                "Timeout",
+                "Restart",
+                "PersistState",
+                "BecomeLeader",
+                "ClientRequest",
+                "AdvanceCommitIndex",
+                "Snapshot",
+                "ChangeMembership",
+                "StartPreVote",
+                "BecomeCandidate",
+                "StepDown",
+            ):
                 assert msg is None
             else:
                 assert isinstance(msg, dict) and {"type", "src", "dst", "term"} <= set(msg)
@@ -118,7 +130,7 @@ def test_append_entries_event_format() -> None:
 
 def test_update_term_then_handler_as_two_events() -> None:
     env = InteractionEnv()
-    env.add_nodes(3)
+    env.add_nodes(3, pre_vote=False, check_quorum=False)
     env.nodes[1].core.campaign()
     env.process_ready(1)
     assert env.sink is not None
@@ -128,6 +140,27 @@ def test_update_term_then_handler_as_two_events() -> None:
     state = env.sink.events[0]["state"]
     assert isinstance(state, dict)
     assert state["voted_for"] is None
+
+
+def test_pre_vote_moves_no_term_then_the_election_does() -> None:
+    env = InteractionEnv()
+    env.add_nodes(3)
+    assert env.sink is not None
+    env.sink.events.clear()
+    env.nodes[1].core.campaign()
+    env.process_ready(1)
+    # Term and vote are durable already (nothing changed): the pre-votes leave at once.
+    assert [e["action"] for e in env.sink.events] == ["StartPreVote", "PreVote", "PreVote"]
+    env.sink.events.clear()
+    env.deliver(env.queue.pop(0))
+    # A pre-vote of a higher term is handled without UpdateTerm: the receiver's term stays.
+    assert [e["action"] for e in env.sink.events] == ["HandlePreVoteRequest"]
+    state = env.sink.events[0]["state"]
+    assert isinstance(state, dict) and state["term"] == 0 and state["voted_for"] is None
+    env.stabilize()
+    actions = [e["action"] for e in env.sink.events]
+    assert actions.index("HandlePreVoteResponse") < actions.index("BecomeCandidate") < actions.index("BecomeLeader")
+    assert env.nodes[1].core.term == 1
 
 
 def test_tracing_off_builds_no_events() -> None:

@@ -10,6 +10,12 @@
 (* check durability (PersistState, partial persists at Restart); the      *)
 (* others keep their state counts.                                         *)
 (*                                                                         *)
+(* PreVoteOn and CheckQuorumOn pick the election style: TRUE/TRUE is the  *)
+(* core's default (StartPreVote, PreVote, BecomeCandidate; StepDown and    *)
+(* DropVoteRequestInLease); FALSE/FALSE the classic Raft of Figure 2      *)
+(* (Timeout), which the models of the other features use to keep their    *)
+(* state counts.                                                          *)
+(*                                                                         *)
 (* mcBudget counts the bounded events that leave no trace in the protocol  *)
 (* state (restarts, snapshots, membership changes, duplications).          *)
 (***************************************************************************)
@@ -28,6 +34,13 @@ CONSTANT MaxBatch
 \* Most restarts, snapshots, membership changes, duplications in a behaviour.
 CONSTANT MaxRestarts, MaxSnapshots, MaxMembershipChanges, MaxDuplicates
 
+\* TRUE: elections start with a pre-vote (Timeout disabled); FALSE: classic.
+CONSTANT PreVoteOn
+\* TRUE: leaders may step down (StepDown) and servers may drop vote requests
+\* of a higher term (DropVoteRequestInLease).
+CONSTANT CheckQuorumOn
+
+ASSUME PreVoteOn \in BOOLEAN /\ CheckQuorumOn \in BOOLEAN
 ASSUME MaxTerm \in Nat /\ MaxLogLen \in Nat /\ MaxMsgCount \in Nat \ {0}
 ASSUME MaxInFlight \in Nat /\ MaxBatch \in Nat
 ASSUME MaxRestarts \in Nat /\ MaxSnapshots \in Nat
@@ -66,7 +79,14 @@ MCPersistState(i) ==
     /\ \/ durable[i] /= Volatile(i)
        \/ outbox[i] /= EmptyBag
     /\ PersistState(i) /\ UNCHANGED mcBudget
-MCTimeout(i) == currentTerm[i] < MaxTerm /\ Timeout(i) /\ UNCHANGED mcBudget
+MCTimeout(i) ==
+    ~PreVoteOn /\ currentTerm[i] < MaxTerm /\ Timeout(i) /\ UNCHANGED mcBudget
+MCStartPreVote(i) ==
+    PreVoteOn /\ currentTerm[i] < MaxTerm /\ StartPreVote(i) /\ UNCHANGED mcBudget
+MCPreVote(i, j) == CanSend /\ PreVote(i, j) /\ UNCHANGED mcBudget
+MCBecomeCandidate(i) ==
+    currentTerm[i] < MaxTerm /\ BecomeCandidate(i) /\ UNCHANGED mcBudget
+MCStepDown(i) == CheckQuorumOn /\ StepDown(i) /\ UNCHANGED mcBudget
 MCRequestVote(i, j) == CanSend /\ RequestVote(i, j) /\ UNCHANGED mcBudget
 MCBecomeLeader(i) ==
     LastIndex(i) < MaxLogLen /\ BecomeLeader(i) /\ UNCHANGED mcBudget
@@ -86,6 +106,15 @@ MCUpdateTerm ==
 MCDropStaleMessage ==
     \E m \in DOMAIN messages :
         DropStaleMessage(m.mdest, m) /\ UNCHANGED mcBudget
+MCDropVoteRequestInLease ==
+    \E m \in DOMAIN messages :
+        CheckQuorumOn /\ DropVoteRequestInLease(m.mdest, m) /\ UNCHANGED mcBudget
+MCHandlePreVoteRequest ==
+    \E m \in DOMAIN messages :
+        HandlePreVoteRequest(m.mdest, m) /\ UNCHANGED mcBudget
+MCHandlePreVoteResponse ==
+    \E m \in DOMAIN messages :
+        HandlePreVoteResponse(m.mdest, m) /\ UNCHANGED mcBudget
 MCHandleRequestVoteRequest ==
     \E m \in DOMAIN messages :
         HandleRequestVoteRequest(m.mdest, m) /\ UNCHANGED mcBudget
@@ -115,6 +144,10 @@ MCNext ==
     \/ \E i \in Server : MCRestart(i)
     \/ \E i \in Server : MCPersistState(i)
     \/ \E i \in Server : MCTimeout(i)
+    \/ \E i \in Server : MCStartPreVote(i)
+    \/ \E i, j \in Server : MCPreVote(i, j)
+    \/ \E i \in Server : MCBecomeCandidate(i)
+    \/ \E i \in Server : MCStepDown(i)
     \/ \E i, j \in Server : MCRequestVote(i, j)
     \/ \E i \in Server : MCBecomeLeader(i)
     \/ \E i \in Server, v \in Value : MCClientRequest(i, v)
@@ -125,6 +158,9 @@ MCNext ==
     \/ \E i \in Server : MCSnapshot(i)
     \/ MCUpdateTerm
     \/ MCDropStaleMessage
+    \/ MCDropVoteRequestInLease
+    \/ MCHandlePreVoteRequest
+    \/ MCHandlePreVoteResponse
     \/ MCHandleRequestVoteRequest
     \/ MCHandleRequestVoteResponse
     \/ MCHandleAppendEntriesRequest
@@ -143,14 +179,14 @@ MCConstraint ==
     /\ \A i \in Server : \A m \in DOMAIN outbox[i] : outbox[i][m] <= MaxMsgCount
 
 \* What TLC fingerprints: every variable, except that candidate state is
-\* seen only on candidates and leader state only on leaders.  Both are
+\* seen only on (pre-)candidates and leader state only on leaders.  Both are
 \* rewritten before they are read again (Timeout resets the votes,
 \* BecomeLeader resets nextIndex and matchIndex), so states that differ only
 \* in stale values have the same futures.
 MCView ==
     <<messages, committed, serverVars, logVars, snapshotVars, persistVars,
       mcBudget,
-      [i \in Server |-> IF state[i] = Candidate
+      [i \in Server |-> IF state[i] \in {Candidate, PreCandidate}
                         THEN <<votesResponded[i], votesGranted[i]>>
                         ELSE << >>],
       [i \in Server |-> IF state[i] = Leader
@@ -170,6 +206,13 @@ MCSymmetryMembership ==
 \* A deliberately wrong quorum (any one member) for MCRaftBugQuorum.cfg: TLC
 \* must find an ElectionSafety violation, which shows the invariants bite.
 MCBuggyIsQuorum(S, c) == S \cap c /= {}
+
+\* Reachability: a pre-vote is refused by enough servers that it cannot lead
+\* to an election (the pre-candidate's term never moved).
+NR_PreVoteRefused ==
+    \A i \in Server :
+        state[i] = PreCandidate =>
+            ~IsQuorum(votesResponded[i] \ votesGranted[i], Config(i))
 
 \* A mutant that sends a vote before it is persisted (no outbox) for
 \* MCRaftBugVoteBeforePersist.cfg: a crash then loses the vote, the server

@@ -13,7 +13,15 @@
 (*     snapshot) has a durable copy, advanced only by PersistState, and an  *)
 (*     outbox of messages that may leave only once their state is durable; *)
 (*     Restart brings back what a crash can leave (see Restart);           *)
-(*   - optimistic pipelining of AppendEntries (nextIndex advances on send).*)
+(*   - optimistic pipelining of AppendEntries (nextIndex advances on send);*)
+(*   - pre-vote (Ongaro's thesis 9.6): a PreCandidate asks for pre-votes   *)
+(*     for currentTerm + 1 without changing its term, and becomes a        *)
+(*     candidate only with a quorum of grants;                             *)
+(*   - check-quorum and the leader lease (thesis 6.2, etcd's checkQuorum): *)
+(*     a leader may step down (StepDown), and a server that heard from a   *)
+(*     leader recently may drop a vote request of a higher term            *)
+(*     (DropVoteRequestInLease).  Time is not modelled, so both are        *)
+(*     nondeterministic: safe whenever they happen.                        *)
 (*                                                                         *)
 (* The network is a bag of messages (a function from message records to   *)
 (* counts): delivery is in any order, DropMessage loses one copy and       *)
@@ -52,16 +60,17 @@ ASSUME Nil \notin Server /\ Nil \notin Value
 
 \* Server roles.  Strings, as they appear in trace events.
 Follower == "follower"
+PreCandidate == "pre_candidate"
 Candidate == "candidate"
 Leader == "leader"
-Roles == {Follower, Candidate, Leader}
+Roles == {Follower, PreCandidate, Candidate, Leader}
 
 \* Entry kinds.  A "normal" entry carries a Value, a "config" entry carries
 \* the set of members of the new configuration, a "noop" entry carries Nil.
 EntryKinds == {"normal", "noop", "config"}
 
 \* Message types, named as the `type` field of a trace event's `msg`.
-MessageTypes == {"RequestVote", "RequestVoteResponse",
+MessageTypes == {"RequestVote", "RequestVoteResponse", "PreVote", "PreVoteResponse",
                  "AppendEntries", "AppendEntriesResponse",
                  "InstallSnapshot", "InstallSnapshotResponse"}
 
@@ -138,12 +147,14 @@ SnapshotVarsTypeOK ==
     /\ snapshotTerm \in [Server -> Nat]
     /\ \A i \in Server : snapshotConfig[i] \in (SUBSET Server) \ {{}}
 
-\* The following variables are used only on candidates:
+\* The following variables are used only on candidates and pre-candidates
+\* (a pre-candidate counts pre-votes in them, as etcd does; BecomeCandidate
+\* starts them afresh for the votes):
 \* The set of servers from which the candidate has received a
-\* RequestVoteResponse in its current term.
+\* RequestVoteResponse (PreVoteResponse) in its current term.
 VARIABLE votesResponded
-\* The set of servers from which the candidate has received a vote in its
-\* current term.
+\* The set of servers from which the candidate has received a vote
+\* (pre-vote) in its current term.
 VARIABLE votesGranted
 candidateVars == <<votesResponded, votesGranted>>
 CandidateVarsTypeOK ==
@@ -454,7 +465,12 @@ Restart(i) ==
                        /\ outbox' = [outbox EXCEPT ![i] = EmptyBag]
     /\ UNCHANGED <<messages, committed>>
 
-\* Server i times out and starts a new election.  A server times out only
+\* Server i may run for election: it is in its own configuration or in the
+\* one at its commit index (see Timeout).
+MayRun(i) == i \in Config(i) \/ i \in ConfigAt(i, commitIndex[i])
+
+\* Server i times out and starts a new election (without pre-vote: the core
+\* with pre_vote off).  A server times out only
 \* while it is in its own configuration or in the one at its commit index:
 \* a leader that appended its own removal and was deposed before committing
 \* it may hold the only up-to-date log, so it must be able to run (the core
@@ -462,13 +478,63 @@ Restart(i) ==
 \* vote does not count toward a configuration without it (BecomeLeader).
 Timeout(i) ==
     /\ state[i] \in {Follower, Candidate}
-    /\ i \in Config(i) \/ i \in ConfigAt(i, commitIndex[i])
+    /\ MayRun(i)
     /\ currentTerm'    = [currentTerm EXCEPT ![i] = currentTerm[i] + 1]
     /\ state'          = [state EXCEPT ![i] = Candidate]
     /\ votedFor'       = [votedFor EXCEPT ![i] = i]
     /\ votesResponded' = [votesResponded EXCEPT ![i] = {i}]
     /\ votesGranted'   = [votesGranted EXCEPT ![i] = {i}]
     /\ UNCHANGED <<persistVars, messages, committed, leaderVars, logVars, snapshotVars>>
+
+\* Server i times out and starts a pre-vote (a follower, a pre-candidate whose
+\* pre-vote went nowhere, or a candidate whose election did): it will ask
+\* for pre-votes for currentTerm + 1.  Its term and vote do not change, so a
+\* server that cannot win (a stale log, a partition) disturbs nobody.
+StartPreVote(i) ==
+    /\ state[i] \in {Follower, PreCandidate, Candidate}
+    /\ MayRun(i)
+    /\ state'          = [state EXCEPT ![i] = PreCandidate]
+    /\ votesResponded' = [votesResponded EXCEPT ![i] = {i}]
+    /\ votesGranted'   = [votesGranted EXCEPT ![i] = {i}]
+    /\ UNCHANGED <<persistVars, messages, committed, currentTerm, votedFor,
+                   leaderVars, logVars, snapshotVars>>
+
+\* Pre-candidate i sends j a PreVote request for term currentTerm[i] + 1.
+PreVote(i, j) ==
+    /\ state[i] = PreCandidate
+    /\ j \in Config(i) \ {i}
+    /\ j \notin votesResponded[i]
+    /\ SendRequest([mtype         |-> "PreVote",
+                    mterm         |-> currentTerm[i] + 1,
+                    mlastLogTerm  |-> LastTerm(i),
+                    mlastLogIndex |-> LastIndex(i),
+                    msource       |-> i,
+                    mdest         |-> j])
+    /\ UNCHANGED <<durable, committed, serverVars, candidateVars, leaderVars, logVars,
+                   snapshotVars>>
+
+\* Pre-candidate i has pre-votes from a quorum of its configuration and
+\* starts the real election: term + 1, candidate, votes for itself.
+BecomeCandidate(i) ==
+    /\ state[i] = PreCandidate
+    /\ MayRun(i)
+    /\ IsQuorum(votesGranted[i], Config(i))
+    /\ currentTerm'    = [currentTerm EXCEPT ![i] = currentTerm[i] + 1]
+    /\ state'          = [state EXCEPT ![i] = Candidate]
+    /\ votedFor'       = [votedFor EXCEPT ![i] = i]
+    /\ votesResponded' = [votesResponded EXCEPT ![i] = {i}]
+    /\ votesGranted'   = [votesGranted EXCEPT ![i] = {i}]
+    /\ UNCHANGED <<persistVars, messages, committed, leaderVars, logVars, snapshotVars>>
+
+\* Leader i steps down to follower (check-quorum: it did not hear from a
+\* quorum of its configuration within an election timeout; time is not
+\* modelled, so the spec lets it happen at any moment).  Its term and vote
+\* stay.
+StepDown(i) ==
+    /\ state[i] = Leader
+    /\ state' = [state EXCEPT ![i] = Follower]
+    /\ UNCHANGED <<persistVars, messages, committed, currentTerm, votedFor,
+                   candidateVars, leaderVars, logVars, snapshotVars>>
 
 \* Candidate i sends j a RequestVote request.
 RequestVote(i, j) ==
@@ -660,6 +726,52 @@ HandleRequestVoteRequest(i, m) ==
     /\ UNCHANGED <<durable, committed, currentTerm, state, candidateVars, leaderVars,
                    logVars, snapshotVars>>
 
+\* Server i receives a PreVote request from server j, of any term (no
+\* UpdateTerm first: a pre-vote moves no term).  It grants iff the request is
+\* for a term above its own and j's log is at least as up-to-date; its term
+\* and vote do not change.  The answer carries the request's term when
+\* granted, and i's own term when not, so a sender behind catches up
+\* (UpdateTerm on the answer).  A server that heard from a leader recently
+\* drops the request instead (DropVoteRequestInLease).
+HandlePreVoteRequest(i, m) ==
+    /\ m.mtype = "PreVote"
+    /\ LET j     == m.msource
+           logOk == \/ m.mlastLogTerm > LastTerm(i)
+                    \/ /\ m.mlastLogTerm = LastTerm(i)
+                       /\ m.mlastLogIndex >= LastIndex(i)
+           grant == m.mterm > currentTerm[i] /\ logOk
+       IN  Reply([mtype        |-> "PreVoteResponse",
+                  mterm        |-> IF grant THEN m.mterm ELSE currentTerm[i],
+                  mvoteGranted |-> grant,
+                  msource      |-> i,
+                  mdest        |-> j],
+                  m)
+    /\ UNCHANGED <<durable, committed, serverVars, candidateVars, leaderVars,
+                   logVars, snapshotVars>>
+
+\* Server i receives a PreVote response from server j.  A rejection of a
+\* higher term is UpdateTerm's (first), one of an older term
+\* DropStaleMessage's; a grant carries currentTerm + 1 of the pre-vote it
+\* answers and moves no term.  A pre-candidate counts a grant for
+\* currentTerm[i] + 1 and a rejection in its term; anything else (an
+\* answer to an earlier round, or to a server that is no longer a
+\* pre-candidate) is consumed with no effect.
+HandlePreVoteResponse(i, m) ==
+    /\ m.mtype = "PreVoteResponse"
+    /\ m.mterm >= currentTerm[i]
+    /\ m.mterm > currentTerm[i] => m.mvoteGranted
+    /\ LET j == m.msource
+       IN  IF /\ state[i] = PreCandidate
+              /\ \/ m.mvoteGranted /\ m.mterm = currentTerm[i] + 1
+                 \/ ~m.mvoteGranted
+           THEN /\ votesResponded' = [votesResponded EXCEPT ![i] = @ \cup {j}]
+                /\ votesGranted'   = IF m.mvoteGranted
+                                     THEN [votesGranted EXCEPT ![i] = @ \cup {j}]
+                                     ELSE votesGranted
+           ELSE UNCHANGED candidateVars
+    /\ Discard(m)
+    /\ UNCHANGED <<persistVars, committed, serverVars, leaderVars, logVars, snapshotVars>>
+
 \* Server i receives a RequestVote response from server j with
 \* m.mterm = currentTerm[i].  A candidate records the response and the vote;
 \* a server that is no longer a candidate in this term just consumes it.
@@ -808,18 +920,35 @@ HandleInstallSnapshotResponse(i, m) ==
 
 \* Server i sees a message with a term newer than its own: it adopts the
 \* term, becomes a follower and forgets its vote.  The message stays in the
-\* network; the matching handler consumes it in a second step.
+\* network; the matching handler consumes it in a second step.  A PreVote and
+\* a granted PreVoteResponse carry a future term and move no term.
 UpdateTerm(i, m) ==
     /\ m.mterm > currentTerm[i]
+    /\ m.mtype /= "PreVote"
+    /\ m.mtype = "PreVoteResponse" => ~m.mvoteGranted
     /\ currentTerm' = [currentTerm EXCEPT ![i] = m.mterm]
     /\ state'       = [state EXCEPT ![i] = Follower]
     /\ votedFor'    = [votedFor EXCEPT ![i] = Nil]
     /\ UNCHANGED <<persistVars, messages, committed, candidateVars, leaderVars, logVars,
                    snapshotVars>>
 
-\* Server i discards a message from an older term (responses included).
+\* Server i discards a message from an older term (responses included; a
+\* PreVote of an older term is answered instead: HandlePreVoteRequest).
 DropStaleMessage(i, m) ==
     /\ m.mterm < currentTerm[i]
+    /\ m.mtype /= "PreVote"
+    /\ Discard(m)
+    /\ UNCHANGED <<persistVars, committed, serverVars, candidateVars, leaderVars, logVars,
+                   snapshotVars>>
+
+\* Server i drops a RequestVote or PreVote of a higher term without changing
+\* anything: it heard from a leader within its election timeout (the lease,
+\* etcd's inLease; with check-quorum, a leader is in its own lease).  Time is
+\* not modelled, so the spec lets a server do it at any moment: it is a
+\* message loss the receiver performs, which no safety property can notice.
+DropVoteRequestInLease(i, m) ==
+    /\ m.mtype \in {"RequestVote", "PreVote"}
+    /\ m.mterm > currentTerm[i]
     /\ Discard(m)
     /\ UNCHANGED <<persistVars, committed, serverVars, candidateVars, leaderVars, logVars,
                    snapshotVars>>
@@ -858,6 +987,9 @@ Receive(m) ==
     LET i == m.mdest
     IN  \/ UpdateTerm(i, m)
         \/ DropStaleMessage(i, m)
+        \/ DropVoteRequestInLease(i, m)
+        \/ HandlePreVoteRequest(i, m)
+        \/ HandlePreVoteResponse(i, m)
         \/ HandleRequestVoteRequest(i, m)
         \/ HandleRequestVoteResponse(i, m)
         \/ HandleAppendEntriesRequest(i, m)
@@ -868,6 +1000,10 @@ Receive(m) ==
 Next == \/ \E i \in Server : Restart(i)
         \/ \E i \in Server : PersistState(i)
         \/ \E i \in Server : Timeout(i)
+        \/ \E i \in Server : StartPreVote(i)
+        \/ \E i, j \in Server : PreVote(i, j)
+        \/ \E i \in Server : BecomeCandidate(i)
+        \/ \E i \in Server : StepDown(i)
         \/ \E i, j \in Server : RequestVote(i, j)
         \/ \E i \in Server : BecomeLeader(i)
         \/ \E i \in Server, v \in Value : ClientRequest(i, v)

@@ -34,8 +34,9 @@
 (*   state.config            Config(i) after the step                      *)
 (*   msg.type                m.mtype                                       *)
 (*   msg.src / dst / term    m.msource / m.mdest / m.mterm                 *)
-(*   msg.last_log_term/index m.mlastLogTerm / m.mlastLogIndex              *)
-(*   msg.vote_granted        m.mvoteGranted                                *)
+(*   msg.last_log_term/index m.mlastLogTerm / m.mlastLogIndex (RequestVote,*)
+(*                           PreVote)                                      *)
+(*   msg.vote_granted        m.mvoteGranted (both responses)               *)
 (*   msg.prev_log_index/term m.mprevLogIndex / m.mprevLogTerm              *)
 (*   msg.entries [t, k, c]   m.mentries: [term |-> t, kind |-> k, value]   *)
 (*                           value: TheValue (normal), Nil (noop), c       *)
@@ -52,7 +53,8 @@
 (*                                                                         *)
 (* What the implementation does not log, and how it is handled:            *)
 (*  - Messages in flight.  The spec's bag `messages` is reconstructed: a   *)
-(*    send line (RequestVote, AppendEntries, SendSnapshot) must add        *)
+(*    send line (RequestVote, PreVote, AppendEntries, SendSnapshot) must   *)
+(*    add                                                                  *)
 (*    exactly the logged message to it or, while the sender's term or vote *)
 (*    is not durable, to the sender's outbox; a response enters the        *)
 (*    outbox through the handler action that replies (as in the spec) and *)
@@ -117,10 +119,10 @@ DecodeMsg(m) ==
         dst  == MsgInt(m, 3)
         term == MsgInt(m, 4)
         F(f) == MsgInt(m, 4 + f)
-    IN  CASE type = "RequestVote" ->
+    IN  CASE type \in {"RequestVote", "PreVote"} ->
                 [mtype |-> type, mterm |-> term, msource |-> src, mdest |-> dst,
                  mlastLogTerm |-> F(1), mlastLogIndex |-> F(2)]
-        []   type = "RequestVoteResponse" ->
+        []   type \in {"RequestVoteResponse", "PreVoteResponse"} ->
                 [mtype |-> type, mterm |-> term, msource |-> src, mdest |-> dst,
                  mvoteGranted |-> F(1) = 1]
         []   type = "AppendEntries" ->
@@ -144,9 +146,9 @@ StInt(x, f)  == TraceStateInts[(x - 1) * TraceStateWidth + f]
 \* State x of the table as the observed values in spec terms.
 DecodeState(x) ==
     LET packed == StInt(x, 2)
-        role   == packed % 4
-        vote   == (packed \div 4) % TraceVoteRadix
-        conf   == packed \div (4 * TraceVoteRadix)
+        role   == packed % TraceRoleRadix
+        vote   == (packed \div TraceRoleRadix) % TraceVoteRadix
+        conf   == packed \div (TraceRoleRadix * TraceVoteRadix)
     IN  [term           |-> StInt(x, 1),
          role           |-> TraceRoleNames[role],
          voted_for      |-> IF vote = 0 THEN Nil ELSE vote,
@@ -176,8 +178,10 @@ TraceLogs ==
 TraceLog == TraceLogs[t]
 
 ----
-SendActions == {"RequestVote", "AppendEntries", "SendSnapshot"}
+SendActions == {"RequestVote", "PreVote", "AppendEntries", "SendSnapshot"}
 ReceiveActions == {"UpdateTerm", "HandleRequestVoteRequest",
+                   "HandlePreVoteRequest", "HandlePreVoteResponse",
+                   "DropVoteRequestInLease",
                    "HandleRequestVoteResponse", "HandleAppendEntriesRequest",
                    "HandleAppendEntriesResponse", "HandleInstallSnapshotRequest",
                    "HandleInstallSnapshotResponse", "DropStaleMessage"}
@@ -200,6 +204,16 @@ IsRestart(e)            == Restart(e.node)
 IsPersistState(e)       == PersistState(e.node)
 IsTimeout(e)            == Timeout(e.node)
 IsRequestVote(e)        == RequestVote(e.node, e.msg.mdest)
+IsStartPreVote(e)       == StartPreVote(e.node)
+IsPreVote(e)            == PreVote(e.node, e.msg.mdest)
+IsBecomeCandidate(e)    == BecomeCandidate(e.node)
+IsStepDown(e)           == StepDown(e.node)
+IsHandlePreVoteRequest(e) ==
+    InFlight(e) /\ HandlePreVoteRequest(e.node, e.msg)
+IsHandlePreVoteResponse(e) ==
+    InFlight(e) /\ HandlePreVoteResponse(e.node, e.msg)
+IsDropVoteRequestInLease(e) ==
+    InFlight(e) /\ DropVoteRequestInLease(e.node, e.msg)
 IsBecomeLeader(e)       == BecomeLeader(e.node)
 IsClientRequest(e)      == ClientRequest(e.node, TheValue)
 IsChangeMembership(e)   == \E s \in Server : ChangeMembership(e.node, s)
@@ -245,6 +259,13 @@ SpecStep(e) ==
     []   e.action = "HandleInstallSnapshotRequest"  -> IsHandleInstallSnapshotRequest(e)
     []   e.action = "HandleInstallSnapshotResponse" -> IsHandleInstallSnapshotResponse(e)
     []   e.action = "DropStaleMessage"              -> IsDropStaleMessage(e)
+    []   e.action = "StartPreVote"                  -> IsStartPreVote(e)
+    []   e.action = "PreVote"                       -> IsPreVote(e)
+    []   e.action = "BecomeCandidate"               -> IsBecomeCandidate(e)
+    []   e.action = "HandlePreVoteRequest"          -> IsHandlePreVoteRequest(e)
+    []   e.action = "HandlePreVoteResponse"         -> IsHandlePreVoteResponse(e)
+    []   e.action = "StepDown"                      -> IsStepDown(e)
+    []   e.action = "DropVoteRequestInLease"        -> IsDropVoteRequestInLease(e)
     []   e.action = "DropMessage"                   -> IsDropMessage(e)
     []   e.action = "DuplicateMessage"              -> IsDuplicateMessage(e)
 
@@ -334,7 +355,10 @@ Diagnose ==
           /\ ~InFlight(e)
           /\ PrintT(<<"disabled", t, l, "its message is not in flight to the node">>)
           /\ FALSE
-       \/ /\ e.action \in ReceiveActions \ {"UpdateTerm", "DropStaleMessage"}
+       \/ /\ e.action \in ReceiveActions \ {"UpdateTerm", "DropStaleMessage",
+                                               "HandlePreVoteRequest",
+                                               "HandlePreVoteResponse",
+                                               "DropVoteRequestInLease"}
           /\ InFlight(e)
           /\ e.msg.mterm /= currentTerm[e.node]
           /\ PrintT(<<"disabled", t, l, "the message's term is not the node's current term">>)

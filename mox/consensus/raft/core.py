@@ -50,6 +50,8 @@ from mox.consensus.raft.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
+    PreVote,
+    PreVoteResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -75,11 +77,18 @@ __all__ = [
 _log = logging.getLogger("mox.consensus.raft")
 
 # Responses acknowledge persisted state (a vote, entries, a snapshot): never before the persist.
-_RESPONSE_TYPES: Final = (RequestVoteResponse, AppendEntriesResponse, InstallSnapshotResponse)
+_RESPONSE_TYPES: Final = (
+    RequestVoteResponse,
+    AppendEntriesResponse,
+    InstallSnapshotResponse,
+    PreVoteResponse,
+)
 
 
 class Role(enum.Enum):
     FOLLOWER = "follower"
+    # Asking for pre-votes (Ongaro's thesis 9.6): term and vote unchanged until a quorum grants.
+    PRE_CANDIDATE = "pre_candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
 
@@ -123,6 +132,13 @@ class RaftConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_pending_reads: int = 1024
     # Committed entries handed out per Ready.
     max_apply_entries: int = 1024
+    # An election starts with a pre-vote: the term goes up only once a quorum would vote, so a
+    # node that cannot win (a stale log, a partition) does not depose a healthy leader.
+    pre_vote: bool = True
+    # A leader steps down when a quorum was not heard from within an election timeout, and a
+    # node that heard from a leader within its election timeout ignores vote requests of a
+    # higher term (the lease: etcd's checkQuorum / inLease).
+    check_quorum: bool = True
 
     def __post_init__(self) -> None:
         if not _is_node_id(self.node_id):
@@ -147,6 +163,10 @@ class RaftConfig(msgspec.Struct, frozen=True, kw_only=True):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise RaftConfigError(name, f"must be an integer >= 1, got {value!r}")
+        for flag in ("pre_vote", "check_quorum"):
+            value = getattr(self, flag)
+            if type(value) is not bool:
+                raise RaftConfigError(flag, f"must be true or false, got {value!r}")
         size = self.max_message_size_bytes
         if type(size) is not int or size < 4 * MESSAGE_OVERHEAD_BYTES:
             raise RaftConfigError(
@@ -330,6 +350,13 @@ class RaftCore:
     def tick(self) -> None:
         """One logical clock tick: a leader's heartbeat timer, else the election timer."""
         if self.role is Role.LEADER:
+            if self.cfg.check_quorum:
+                self._election_elapsed_ticks += 1
+                if self._election_elapsed_ticks >= self._election_timeout_ticks:
+                    self._election_elapsed_ticks = 0
+                    if not self.check_quorum():
+                        self._assert_invariants()
+                        return
             self._heartbeat_elapsed_ticks += 1
             if self._heartbeat_elapsed_ticks >= self.cfg.heartbeat_ticks:
                 self._heartbeat_elapsed_ticks = 0
@@ -366,13 +393,30 @@ class RaftCore:
         return removal is not None and log.term_at(removal[0]) == removal[1]
 
     def campaign(self) -> bool:
-        """Spec Timeout: start an election now. False if not allowed (leader, or not a member)."""
+        """Spec StartPreVote (with pre_vote) or Timeout: start an election now. False if not
+        allowed (leader, or not a member)."""
         if self.role is Role.LEADER or not self.promotable():
             return False
         if self.term + 1 >= INDEX_LIMIT:
             # Terms end at 2**63 - 1 (reachable only through a hostile peer): stay put.
             _log.error("raft node %d cannot campaign: term %d is the last one", self.id, self.term)
             return False
+        if not self.cfg.pre_vote:
+            self._run_election()
+            return True
+        self.become_pre_candidate()
+        config = self.log.config()
+        if is_quorum(self._votes_granted, config):
+            # A single-member configuration: its own pre-vote is a quorum.
+            self._run_election()
+        else:
+            for peer in config:
+                if peer != self.id:
+                    self.send_pre_vote(peer)
+        return True
+
+    def _run_election(self) -> None:
+        """Spec Timeout or BecomeCandidate, then RequestVote to every peer (or BecomeLeader)."""
         self.become_candidate()
         config = self.log.config()
         if is_quorum(self._votes_granted, config):
@@ -381,7 +425,37 @@ class RaftCore:
             for peer in config:
                 if peer != self.id:
                     self.send_request_vote(peer)
-        return True
+
+    def check_quorum(self) -> bool:
+        """Spec StepDown (check-quorum): once per election timeout a leader checks that a quorum
+        of its configuration was heard from since the last check; else it steps down to
+        follower, so a leader cut off from its quorum (or removed while it led an older term)
+        stops believing it leads. Returns whether it is still leader."""
+        assert self.role is Role.LEADER and self.cfg.check_quorum
+        config = self.log.config()
+        active: set[int] = {self.id} if self.id in config else set()
+        for node in sorted(self._progress):
+            pr = self._progress[node]
+            if pr.recent_active and node in config:
+                active.add(node)
+            pr.recent_active = False
+        if is_quorum(active, config):
+            return True
+        _log.info("raft node %d steps down: heard from %s of %s", self.id, sorted(active), list(config))
+        self.become_follower(self.term, 0)
+        if self._tracing:
+            self._emit("StepDown")
+        assert self.leader_id == 0
+        return False
+
+    def _in_lease(self) -> bool:
+        """Whether this node heard from a current leader within its election timeout (a
+        leader: is one). Such a node ignores vote requests of a higher term (etcd's inLease)."""
+        return (
+            self.cfg.check_quorum
+            and self.leader_id != 0
+            and self._election_elapsed_ticks < self._election_timeout_ticks
+        )
 
     def step(self, msg: Message) -> None:
         """Handles one message from another node. Never raises for bad input."""
@@ -390,14 +464,33 @@ class RaftCore:
             self._reject(reason, msg)
             return
         if msg.term > self.term:
-            self.become_follower(msg.term, 0)
-            if self._tracing:
-                self._emit("UpdateTerm", msg)
-        elif msg.term < self.term:
+            if isinstance(msg, RequestVote | PreVote) and self._in_lease():
+                # Spec DropVoteRequestInLease: a leader was heard from within the election
+                # timeout, so this candidate cannot be needed; answering would let a node
+                # with a stale view depose a healthy leader (the term change) or waste a vote.
+                if self._tracing:
+                    self._emit("DropVoteRequestInLease", msg)
+                return
+            if not (isinstance(msg, PreVote) or (isinstance(msg, PreVoteResponse) and msg.vote_granted)):
+                # A pre-vote asks about a future term and a granted answer carries it: neither
+                # moves this node's term.
+                self.become_follower(msg.term, 0)
+                if self._tracing:
+                    self._emit("UpdateTerm", msg)
+        elif msg.term < self.term and not isinstance(msg, PreVote):
+            # A stale pre-vote is answered (a rejection carrying this term, so the sender
+            # catches up); everything else of an older term is dropped.
             if self._tracing:
                 self._emit("DropStaleMessage", msg)
             return
-        if self.role is Role.LEADER:
+        if isinstance(msg, PreVote):
+            self.handle_pre_vote(msg)
+        elif isinstance(msg, PreVoteResponse):
+            self.handle_pre_vote_response(msg)
+        elif self.role is Role.LEADER:
+            pr = self._progress.get(msg.src)
+            if pr is not None:
+                pr.recent_active = True
             self.step_leader(msg)
         elif self.role is Role.CANDIDATE:
             self.step_candidate(msg)
@@ -430,8 +523,8 @@ class RaftCore:
             self._step_common(msg)
 
     def step_follower(self, msg: Message) -> None:
-        """A follower obeys its leader and votes."""
-        assert self.role is Role.FOLLOWER and msg.term == self.term
+        """A follower (or pre-candidate) obeys its leader and votes."""
+        assert self.role in (Role.FOLLOWER, Role.PRE_CANDIDATE) and msg.term == self.term
         if isinstance(msg, RequestVoteResponse):
             self.handle_request_vote_response(msg)
         else:
@@ -675,11 +768,29 @@ class RaftCore:
             self._read_states.extend(self._read_only.fail_all())
         self._reset_election_timer()
 
+    def become_pre_candidate(self) -> None:
+        """Spec StartPreVote: ask for pre-votes for term + 1; term and vote stay as they are."""
+        assert self.role is not Role.LEADER
+        assert self.promotable()
+        assert self.cfg.pre_vote
+        self.role = Role.PRE_CANDIDATE
+        self.leader_id = 0
+        self._votes_responded = {self.id}
+        self._votes_granted = {self.id}
+        self._reset_election_timer()
+        if self._tracing:
+            self._emit("StartPreVote")
+        assert self.role is Role.PRE_CANDIDATE and not self._in_lease()
+
     def become_candidate(self) -> None:
-        """Spec Timeout: term + 1, vote for itself."""
+        """Spec Timeout (without pre-vote), or BecomeCandidate (a pre-candidate with a quorum
+        of pre-votes): term + 1, vote for itself."""
         assert self.role is not Role.LEADER
         assert self.promotable()
         assert self.term + 1 < INDEX_LIMIT, "term overflow"
+        action = "BecomeCandidate" if self.role is Role.PRE_CANDIDATE else "Timeout"
+        if action == "BecomeCandidate":
+            assert is_quorum(self._votes_granted, self.log.config())
         self.term += 1
         self.voted_for = self.id
         self.role = Role.CANDIDATE
@@ -688,7 +799,7 @@ class RaftCore:
         self._votes_granted = {self.id}
         self._reset_election_timer()
         if self._tracing:
-            self._emit("Timeout")
+            self._emit(action)
 
     def become_leader(self) -> None:
         """Spec BecomeLeader: nextIndex after the last entry, matchIndex 0, then a no-op."""
@@ -704,12 +815,22 @@ class RaftCore:
         }
         self._read_round = 0
         self._heartbeat_elapsed_ticks = 0
+        # The check-quorum period starts now.
+        self._election_elapsed_ticks = 0
         self.log.append(Entry(self.term, self.log.last_index() + 1, NOOP))
         if self._tracing:
             self._emit("BecomeLeader")
         self.broadcast_append(send_if_empty=True)
 
     # -- sending -----------------------------------------------------------------------------
+
+    def send_pre_vote(self, peer: int) -> None:
+        """Spec PreVote: asks `peer` whether it would vote in term + 1."""
+        assert self.role is Role.PRE_CANDIDATE and peer != self.id
+        msg = PreVote(self.term + 1, self.id, peer, self.log.last_index(), self.log.last_term())
+        self._send(msg)
+        if self._tracing:
+            self._emit("PreVote", msg)
 
     def send_request_vote(self, peer: int) -> None:
         """Spec RequestVote."""
@@ -797,6 +918,41 @@ class RaftCore:
         if self._tracing:
             self._emit("HandleRequestVoteRequest", m, {"granted": grant})
 
+    def handle_pre_vote(self, m: PreVote) -> None:
+        """Spec HandlePreVoteRequest (any term, any role): grant iff the request is for a
+        term above ours and the sender's log is at least as up to date. Neither term nor vote
+        changes. The answer carries the request's term if granted, else ours."""
+        up_to_date = self.log.is_up_to_date(m.last_log_term, m.last_log_index)
+        grant = m.term > self.term and up_to_date
+        if m.term > self.term and not up_to_date and self.id not in self.log.config():
+            # As for a vote (handle_request_vote): evidence that this node holds entries others
+            # need, so it may run although its removal is appended (RaftCore.promotable).
+            self._holds_needed_entries = True
+        term_before, vote_before = self.term, self.voted_for
+        self._send(PreVoteResponse(m.term if grant else self.term, self.id, m.src, grant))
+        if self._tracing:
+            self._emit("HandlePreVoteRequest", m, {"granted": grant})
+        assert (self.term, self.voted_for) == (term_before, vote_before)
+
+    def handle_pre_vote_response(self, m: PreVoteResponse) -> None:
+        """Spec HandlePreVoteResponse: a pre-candidate counts a grant for term + 1 or a
+        rejection in its term; any other answer is consumed with no effect. A quorum of grants
+        starts the real election (BecomeCandidate)."""
+        assert m.term >= self.term
+        assert m.term == self.term or m.vote_granted, "a higher-term rejection is UpdateTerm first"
+        won = False
+        if self.role is Role.PRE_CANDIDATE:
+            if m.vote_granted and m.term == self.term + 1:
+                self._votes_responded.add(m.src)
+                self._votes_granted.add(m.src)
+            elif not m.vote_granted:
+                self._votes_responded.add(m.src)
+            won = is_quorum(self._votes_granted, self.log.config()) and self.promotable()
+        if self._tracing:
+            self._emit("HandlePreVoteResponse", m)
+        if won:
+            self._run_election()
+
     def handle_request_vote_response(self, m: RequestVoteResponse) -> None:
         """Spec HandleRequestVoteResponse (a non-candidate just consumes it)."""
         won = False
@@ -813,7 +969,7 @@ class RaftCore:
     def handle_append_entries(self, m: AppendEntries) -> None:
         """Spec HandleAppendEntriesRequest: the whole message in one step."""
         assert self.role is not Role.LEADER
-        if self.role is Role.CANDIDATE:
+        if self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             self.become_follower(self.term, m.src)
         self.leader_id = m.src
         self._election_elapsed_ticks = 0
@@ -876,7 +1032,7 @@ class RaftCore:
     def handle_install_snapshot(self, m: InstallSnapshot) -> None:
         """Spec HandleInstallSnapshotRequest."""
         assert self.role is not Role.LEADER
-        if self.role is Role.CANDIDATE:
+        if self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             self.become_follower(self.term, m.src)
         self.leader_id = m.src
         self._election_elapsed_ticks = 0
@@ -1028,7 +1184,9 @@ class RaftCore:
             | RequestVote
             | RequestVoteResponse
             | InstallSnapshot
-            | InstallSnapshotResponse,
+            | InstallSnapshotResponse
+            | PreVote
+            | PreVoteResponse,
         ):
             return "unknown_type"
         if msg.dst != self.id:
@@ -1060,13 +1218,13 @@ class RaftCore:
             if isinstance(msg, AppendEntriesResponse) and not _is_nat(msg.read_round):
                 return "bad_read_round"
             return None
-        if isinstance(msg, RequestVote):
+        if isinstance(msg, RequestVote | PreVote):
             if not _is_nat(msg.last_log_index) or not _is_nat(msg.last_log_term):
                 return "bad_last_log"
             if msg.last_log_term > msg.term:
                 return "last_log_term_beyond_term"
             return None
-        if isinstance(msg, RequestVoteResponse):
+        if isinstance(msg, RequestVoteResponse | PreVoteResponse):
             return None if type(msg.vote_granted) is bool else "bad_vote_granted"
         assert isinstance(msg, InstallSnapshot)
         if not _is_node_id(msg.snapshot_index) or not _is_node_id(msg.snapshot_term):
@@ -1168,6 +1326,10 @@ class RaftCore:
         if self.role is Role.CANDIDATE:
             assert self.voted_for == self.id
             assert self.leader_id == 0
+        if self.role is Role.PRE_CANDIDATE:
+            assert self.cfg.pre_vote
+            assert self.leader_id == 0
+            assert self.id in self._votes_granted
 
 
 def _persists_spec_state(rd: Ready, persisted: tuple[int, int, int]) -> bool:

@@ -1,4 +1,4 @@
-"""Raft's wire types: log entries, durable state and the six messages.
+"""Raft's wire types: log entries, durable state and the eight messages.
 
 Every type is a frozen, array-like msgspec Struct: fields are positional on the wire, so new
 fields may only be appended, with defaults. Messages form a tagged union (the tag is the class
@@ -83,6 +83,27 @@ class RequestVoteResponse(msgspec.Struct, frozen=True, array_like=True, tag=True
     vote_granted: bool
 
 
+class PreVote(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    """A pre-vote request (Ongaro's thesis 9.6): would the receiver vote for the sender in
+    `term` (the sender's current term + 1)? The sender's term does not change by asking."""
+
+    term: Nat
+    src: NodeId
+    dst: NodeId
+    last_log_index: Nat
+    last_log_term: Nat
+
+
+class PreVoteResponse(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    """`term` is the request's term when granted, the responder's current term when not (so a
+    sender behind learns the current term)."""
+
+    term: Nat
+    src: NodeId
+    dst: NodeId
+    vote_granted: bool
+
+
 class AppendEntries(msgspec.Struct, frozen=True, array_like=True, tag=True):
     """Entries from prev_log_index + 1 on (none: a heartbeat).
 
@@ -135,6 +156,8 @@ Message = (
     | AppendEntriesResponse
     | InstallSnapshot
     | InstallSnapshotResponse
+    | PreVote
+    | PreVoteResponse
 )
 MESSAGE_TYPES: Final = (
     RequestVote,
@@ -143,6 +166,8 @@ MESSAGE_TYPES: Final = (
     AppendEntriesResponse,
     InstallSnapshot,
     InstallSnapshotResponse,
+    PreVote,
+    PreVoteResponse,
 )
 
 _encoder: Final = msgspec.msgpack.Encoder()

@@ -29,6 +29,8 @@ from mox.consensus.raft.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
+    PreVote,
+    PreVoteResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
@@ -379,10 +381,15 @@ def _cmd_add_nodes(env: InteractionEnv, args: list[str]) -> None:
         "uncommitted": "max_uncommitted_entries",
         "reads": "max_pending_reads",
     }
+    flags = {"prevote": "pre_vote", "checkquorum": "check_quorum"}
     for arg in args[1:]:
         key, _, value = arg.partition("=")
         if key == "members":
             members = tuple(int(v) for v in value.split(","))
+        elif key in flags:
+            if value not in ("on", "off"):
+                raise ScenarioError(f"add-nodes: {key} must be on or off, got {value!r}")
+            cfg[flags[key]] = value == "on"
         elif key in keys:
             cfg[keys[key]] = int(value)
         else:
@@ -545,9 +552,9 @@ def format_message(msg: Message) -> str:
         return f"{head} prev={msg.prev_log_index}@{msg.prev_log_term} commit={msg.leader_commit} [{ents}]"
     if isinstance(msg, AppendEntriesResponse):
         return f"{head} {'ok' if msg.success else 'reject'} match={msg.match_index}"
-    if isinstance(msg, RequestVote):
+    if isinstance(msg, RequestVote | PreVote):
         return f"{head} last={msg.last_log_index}@{msg.last_log_term}"
-    if isinstance(msg, RequestVoteResponse):
+    if isinstance(msg, RequestVoteResponse | PreVoteResponse):
         return f"{head} {'granted' if msg.vote_granted else 'denied'}"
     if isinstance(msg, InstallSnapshot):
         return f"{head} snap={msg.snapshot_index}@{msg.snapshot_term} config={','.join(map(str, msg.config))}"
@@ -600,9 +607,9 @@ def _format_trace_msg(msg: dict[str, Any]) -> str:
         return f"{head} prev={msg['prev_log_index']}@{msg['prev_log_term']} commit={msg['leader_commit']} [{ents}]"
     if kind == "AppendEntriesResponse":
         return f"{head} {'ok' if msg['success'] else 'reject'} match={msg['match_index']}"
-    if kind == "RequestVote":
+    if kind in ("RequestVote", "PreVote"):
         return f"{head} last={msg['last_log_index']}@{msg['last_log_term']}"
-    if kind == "RequestVoteResponse":
+    if kind in ("RequestVoteResponse", "PreVoteResponse"):
         return f"{head} {'granted' if msg['vote_granted'] else 'denied'}"
     if kind == "InstallSnapshot":
         return f"{head} snap={msg['snapshot_index']}@{msg['snapshot_term']} config={_plain(msg['config'])}"

@@ -18,6 +18,8 @@ from mox.consensus.raft.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
+    PreVote,
+    PreVoteResponse,
     RequestVote,
     RequestVoteResponse,
 )
@@ -44,6 +46,13 @@ CORE_ACTIONS: Final = (
     "HandleInstallSnapshotRequest",
     "HandleInstallSnapshotResponse",
     "DropStaleMessage",
+    "StartPreVote",
+    "PreVote",
+    "HandlePreVoteRequest",
+    "HandlePreVoteResponse",
+    "BecomeCandidate",
+    "StepDown",
+    "DropVoteRequestInLease",
 )
 
 # The `state` object of every event carries exactly these keys.
@@ -122,10 +131,10 @@ def message_to_trace(msg: Message) -> dict[str, object]:
     elif isinstance(msg, AppendEntriesResponse):
         out["success"] = msg.success
         out["match_index"] = msg.match_index
-    elif isinstance(msg, RequestVote):
+    elif isinstance(msg, RequestVote | PreVote):
         out["last_log_term"] = msg.last_log_term
         out["last_log_index"] = msg.last_log_index
-    elif isinstance(msg, RequestVoteResponse):
+    elif isinstance(msg, RequestVoteResponse | PreVoteResponse):
         out["vote_granted"] = msg.vote_granted
     elif isinstance(msg, InstallSnapshot):
         out["snapshot_index"] = msg.snapshot_index

@@ -24,7 +24,7 @@ class ProgressState(enum.Enum):
 
 
 class Progress:
-    __slots__ = ("inflights", "match_index", "next_index", "read_round_acked", "state")
+    __slots__ = ("inflights", "match_index", "next_index", "read_round_acked", "recent_active", "state")
 
     def __init__(self, next_index: int) -> None:
         assert next_index >= 1
@@ -35,6 +35,9 @@ class Progress:
         self.inflights: deque[int] = deque()
         # The highest read-index round the follower acknowledged in the current term.
         self.read_round_acked = 0
+        # Whether the follower sent anything in this term since the leader's last check-quorum
+        # (etcd's RecentActive); reset at every check.
+        self.recent_active = False
 
     def can_send_entries(self, max_inflight_appends: int) -> bool:
         if self.state is ProgressState.SNAPSHOT:
