@@ -189,10 +189,6 @@ def test_three_processes_failover_catch_up_and_restart(tmp_path: Path) -> None:
             for url in urls:
                 await assert_readable(session, url, key, acked, "linearizable")
 
-    cluster.start()
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), 120))
-    finally:
-        cluster.stop()
+    cluster.run(scenario, timeout_s=120)
     for node_id in cluster.ids:
         assert "Traceback" not in cluster.log_text(node_id), cluster.log_text(node_id)

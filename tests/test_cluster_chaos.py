@@ -159,11 +159,7 @@ def run_chaos(tmp_path: Path, duration_s: float, seed: int) -> None:
             for node_id in cluster.ids:
                 await assert_readable(session, cluster.url(node_id), key, sample, "linearizable")
 
-    cluster.start()
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), duration_s + 120))
-    finally:
-        cluster.stop()
+    cluster.run(scenario, timeout_s=duration_s + 120)
 
 
 def test_kill_nodes_under_concurrent_writes(tmp_path: Path) -> None:

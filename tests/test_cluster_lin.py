@@ -124,8 +124,4 @@ def test_registers_stay_linearizable_across_leader_kills(tmp_path: Path) -> None
             assert counts["ok"] >= 50, counts
             assert result.ok is True, result.explanation
 
-    cluster.start()
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), duration_s + 120))
-    finally:
-        cluster.stop()
+    cluster.run(scenario, timeout_s=duration_s + 120)

@@ -152,10 +152,6 @@ def test_follower_catches_up_by_a_snapshot_larger_than_the_frame_limit(tmp_path:
             await assert_readable(session, url, key, acked, "stale")
             cluster.assert_alive()
 
-    cluster.start()
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), 150))
-    finally:
-        cluster.stop()
+    cluster.run(scenario, timeout_s=150)
     for node_id in cluster.ids:
         assert "Traceback" not in cluster.log_text(node_id), cluster.log_text(node_id)

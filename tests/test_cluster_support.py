@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,29 @@ class ProcCluster:
                 process.kill()
                 process.wait()
             self.logs[node_id].close()
+
+    def run(self, scenario: Callable[[], Awaitable[None]], timeout_s: float) -> None:
+        """Start every node, run `scenario` within `timeout_s`, stop every node. On any
+        failure the tail of each node's log is printed first (pytest shows it with the
+        failure): a flake on CI can then be read, not only retried."""
+        self.start()
+        try:
+            try:
+                asyncio.run(asyncio.wait_for(scenario(), timeout_s))
+            except TimeoutError:
+                raise AssertionError(f"scenario did not finish within {timeout_s} s") from None
+        except BaseException:
+            self.print_log_tails()
+            raise
+        finally:
+            self.stop()
+
+    def print_log_tails(self, lines: int = 40) -> None:
+        for node_id in self.ids:
+            if self.log_path(node_id).exists():
+                tail = self.log_text(node_id).splitlines()[-lines:]
+                print(f"--- node {node_id} ({self.log_path(node_id)}), last {len(tail)} lines")
+                print("\n".join(tail))
 
     def assert_alive(self) -> None:
         """Every started node still runs (a node that died on its own shows its log)."""
