@@ -466,8 +466,18 @@ class World:
             max_batch_size=batch_entries,
             snapshot_threshold_entries=config.snapshot_threshold_entries,
             wal_segment_size_bytes=config.wal_segment_size_bytes,
-            lsm_options=LsmOptions(memtable_size_bytes=256 * 1024, verify_blocks_on_open=True),
+            lsm_options=self._lsm_options(node_id),
         )
+
+    def _lsm_options(self, node_id: int) -> LsmOptions:
+        if node_id in self.corrupt_nodes:
+            # A small memtable and block cache: the corrupt node's state lives in tables
+            # that it reads from disk while it runs (client reads, snapshots, compaction),
+            # so damage there is met during the run, not only at a restart or the scrub.
+            return LsmOptions(
+                memtable_size_bytes=16 * 1024, block_cache_blocks=8, verify_blocks_on_open=True
+            )
+        return LsmOptions(memtable_size_bytes=256 * 1024, verify_blocks_on_open=True)
 
     async def _start_node(self, node_id: int) -> None:
         assert self.nodes[node_id] is None
@@ -538,9 +548,9 @@ class World:
             # This disk never corrupts anything: damage it reports is a storage bug (or a
             # torn or lost write the storage should have handled).
             self._violate(
-                "healthy_disk_reads_verified",
+                "recovery" if during == "recovery" else "node_failure",
                 node_id,
-                f"node {node_id}, whose disk injects no corruption, stopped on {fault}",
+                f"corruption reported by node {node_id}, whose disk injects none: {fault}",
             )
 
     def crash(
