@@ -169,8 +169,8 @@ def test_data_module_layout() -> None:
     # Line 1: Timeout (action 3) by node 1 (3 + 32 * 1), no message, state 1.
     assert "V == <<\n35,0,1,36,1,1," in first_event  # line 2: RequestVote (4 + 32), message 1, state 1
     states = next(body for body in chunks.values() if "states" in body)
-    # State 1: term 1, candidate (2) + 4 * voted for 1 + 4096 * config 1, zeros.
-    assert "V == <<\n1,4102,0,0,0,0,0," in states
+    # State 1: term 1, candidate (2) + 8 * voted for 1 + 8 * 1024 * config 1, zeros.
+    assert "V == <<\n1,8202,0,0,0,0,0," in states
 
 
 def test_batches_split_by_servers(tmp_path: Path) -> None:

@@ -22,7 +22,29 @@ from mox.consensus.raft.core import ConfChange
 from mox.consensus.raft.rafttest import InteractionEnv
 
 # Scenarios whose runs the spec can express (see the module docstring).
-SCENARIOS = ["election", "split_vote", "log_conflict", "partitioned_leader", "snapshot", "membership", "read_index"]
+SCENARIOS = [
+    "election",
+    "split_vote",
+    "log_conflict",
+    "partitioned_leader",
+    "snapshot",
+    "membership",
+    "read_index",
+    "prevote",
+    "prevote_refused",
+    "check_quorum",
+    "removed_leader",
+]
+# The actions of pre-vote and check-quorum: the batch below must exercise every one.
+PRE_VOTE_ACTIONS = {
+    "StartPreVote",
+    "PreVote",
+    "HandlePreVoteRequest",
+    "HandlePreVoteResponse",
+    "BecomeCandidate",
+    "StepDown",
+    "DropVoteRequestInLease",
+}
 
 
 def scenario_trace(name: str) -> Trace:
@@ -111,6 +133,8 @@ def test_scenario_and_random_traces_conform(tmp_path: Path) -> None:
     assert not rejected, rejected
     assert not verdicts[-1].accepted, "a trace with a wrong term must be rejected"
     assert all(len(t.events) > 20 for t in traces)
+    seen = {e.action for t in traces[:-1] for e in t.events}
+    assert PRE_VOTE_ACTIONS <= seen, PRE_VOTE_ACTIONS - seen
 
 
 @pytest.mark.soak
