@@ -425,13 +425,12 @@ class Wal:
     async def _flush_here(self, done: asyncio.Event) -> None:
         """Run the flush `done` stands for in the calling task (blocking file systems)."""
         assert self._flush_done is done
-        loop = asyncio.get_running_loop()
         try:
             # One iteration for the committers of this iteration to append and join.
             await asyncio.sleep(0)
         except BaseException:
             # Cancelled before the flush began: the waiters that joined still get it.
-            self._flush_task = loop.create_task(self._flush(done))
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush(done))
             raise
         flush = self._flush(done)
         try:
@@ -440,7 +439,7 @@ class Wal:
             return  # done without suspending: the usual case
         # It suspended (the lock was held across an await): a task finishes it, so that
         # cancelling this caller cannot cut the flush short.
-        self._flush_task = loop.create_task(_run_on(flush, yielded))
+        self._flush_task = asyncio.get_running_loop().create_task(_run_on(flush, yielded))
 
     async def _flush(self, done: asyncio.Event) -> None:
         try:
