@@ -83,7 +83,7 @@ async def assert_readable(
 
 
 async def wait_caught_up(
-    session: aiohttp.ClientSession, url: str, commit_index: int, timeout_s: float = 20
+    session: aiohttp.ClientSession, url: str, commit_index: int, timeout_s: float = 60
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

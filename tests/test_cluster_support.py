@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 # process binds it: the child then fails with "address in use". Below the range, only
 # another listener could take it.
 PORT_FLOOR = 20000
+# A node stops within its 5 s shutdown timeout; a loaded machine may stretch that.
+STOP_TIMEOUT_S = 30.0
 _port_rng = random.SystemRandom()
 
 
@@ -153,7 +155,7 @@ class ProcCluster:
         process.wait(10)
         self.logs[node_id].close()
 
-    def stop_node(self, node_id: int, timeout_s: float = 15) -> int:
+    def stop_node(self, node_id: int, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM and wait: a clean stop. Returns the exit code."""
         process = self.processes[node_id]
         if process.poll() is None:
@@ -174,7 +176,7 @@ class ProcCluster:
                 process.send_signal(signal.SIGTERM)
         for node_id, process in self.processes.items():
             try:
-                process.wait(15)
+                process.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
