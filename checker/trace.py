@@ -74,6 +74,7 @@ ACTIONS: tuple[str, ...] = (
     "HandlePreVoteResponse",
     "StepDown",
     "DropVoteRequestInLease",
+    "HandleStaleAppendEntries",
     "DropMessage",
     "DuplicateMessage",
 )

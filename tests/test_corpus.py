@@ -57,12 +57,23 @@ def test_rejected_corpus_stays_rejected_where_its_note_says() -> None:
             assert (verdict.line_no, verdict.action) == (int(expected.group(2)), expected.group(3)), verdict.describe()
 
 
+def classic(commands: list[str]) -> list[str]:
+    """The mutants' scenarios (checker/mutants.py) are written for classic Raft elections:
+    with pre-vote and the lease the partitioned leader of `partitioned_leader` is never
+    deposed, so the stale-AppendEntries mutant would have nothing to get wrong. They run
+    with both off (the stored mutant traces under traces/raft/rejected/ were made so)."""
+    return [
+        f"{c} prevote=off checkquorum=off" if c.startswith("add-nodes") and "prevote=" not in c else c
+        for c in commands
+    ]
+
+
 def test_live_mutants_rejected_and_real_core_accepted() -> None:
     """Regenerated now from the current core: guards against the corpus going stale."""
     traces = []
     expected: list[tuple[str, bool, str | None]] = []
     for mutant in MUTANTS.values():
-        commands = SCENARIOS[mutant.scenario]
+        commands = classic(SCENARIOS[mutant.scenario])
         traces.append(parse_trace(run_scenario(commands), f"real:{mutant.scenario}"))
         expected.append((f"real:{mutant.scenario}", True, None))
         traces.append(parse_trace(run_scenario(commands, mutant.core), f"mutant:{mutant.name}"))

@@ -109,6 +109,10 @@ MCDropStaleMessage ==
 MCDropVoteRequestInLease ==
     \E m \in DOMAIN messages :
         CheckQuorumOn /\ DropVoteRequestInLease(m.mdest, m) /\ UNCHANGED mcBudget
+MCHandleStaleAppendEntries ==
+    \E m \in DOMAIN messages :
+        /\ PreVoteOn \/ CheckQuorumOn
+        /\ HandleStaleAppendEntries(m.mdest, m) /\ UNCHANGED mcBudget
 MCHandlePreVoteRequest ==
     \E m \in DOMAIN messages :
         HandlePreVoteRequest(m.mdest, m) /\ UNCHANGED mcBudget
@@ -159,6 +163,7 @@ MCNext ==
     \/ MCUpdateTerm
     \/ MCDropStaleMessage
     \/ MCDropVoteRequestInLease
+    \/ MCHandleStaleAppendEntries
     \/ MCHandlePreVoteRequest
     \/ MCHandlePreVoteResponse
     \/ MCHandleRequestVoteRequest

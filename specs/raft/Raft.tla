@@ -941,6 +941,26 @@ DropStaleMessage(i, m) ==
     /\ UNCHANGED <<persistVars, committed, serverVars, candidateVars, leaderVars, logVars,
                    snapshotVars>>
 
+\* Server i answers an AppendEntries of an older term with its own term
+\* (the core with pre-vote or check-quorum; etcd does the same).  A server
+\* can be stuck at a term above the leader's: its election went as far as
+\* term + 1 and lost, and its vote requests are dropped in lease.  It drops
+\* the leader's messages as stale, so only this answer (an UpdateTerm at the
+\* old leader) lets a new election include it.  The response promises
+\* nothing: its matchIndex is 0 and a leader of that term does not exist.
+HandleStaleAppendEntries(i, m) ==
+    /\ m.mtype = "AppendEntries"
+    /\ m.mterm < currentTerm[i]
+    /\ Reply([mtype       |-> "AppendEntriesResponse",
+              mterm       |-> currentTerm[i],
+              msuccess    |-> FALSE,
+              mmatchIndex |-> 0,
+              msource     |-> i,
+              mdest       |-> m.msource],
+              m)
+    /\ UNCHANGED <<durable, committed, serverVars, candidateVars, leaderVars, logVars,
+                   snapshotVars>>
+
 \* Server i drops a RequestVote or PreVote of a higher term without changing
 \* anything: it heard from a leader within its election timeout (the lease,
 \* etcd's inLease; with check-quorum, a leader is in its own lease).  Time is
@@ -988,6 +1008,7 @@ Receive(m) ==
     IN  \/ UpdateTerm(i, m)
         \/ DropStaleMessage(i, m)
         \/ DropVoteRequestInLease(i, m)
+        \/ HandleStaleAppendEntries(i, m)
         \/ HandlePreVoteRequest(i, m)
         \/ HandlePreVoteResponse(i, m)
         \/ HandleRequestVoteRequest(i, m)

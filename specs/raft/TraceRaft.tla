@@ -181,7 +181,7 @@ TraceLog == TraceLogs[t]
 SendActions == {"RequestVote", "PreVote", "AppendEntries", "SendSnapshot"}
 ReceiveActions == {"UpdateTerm", "HandleRequestVoteRequest",
                    "HandlePreVoteRequest", "HandlePreVoteResponse",
-                   "DropVoteRequestInLease",
+                   "DropVoteRequestInLease", "HandleStaleAppendEntries",
                    "HandleRequestVoteResponse", "HandleAppendEntriesRequest",
                    "HandleAppendEntriesResponse", "HandleInstallSnapshotRequest",
                    "HandleInstallSnapshotResponse", "DropStaleMessage"}
@@ -214,6 +214,8 @@ IsHandlePreVoteResponse(e) ==
     InFlight(e) /\ HandlePreVoteResponse(e.node, e.msg)
 IsDropVoteRequestInLease(e) ==
     InFlight(e) /\ DropVoteRequestInLease(e.node, e.msg)
+IsHandleStaleAppendEntries(e) ==
+    InFlight(e) /\ HandleStaleAppendEntries(e.node, e.msg)
 IsBecomeLeader(e)       == BecomeLeader(e.node)
 IsClientRequest(e)      == ClientRequest(e.node, TheValue)
 IsChangeMembership(e)   == \E s \in Server : ChangeMembership(e.node, s)
@@ -266,6 +268,7 @@ SpecStep(e) ==
     []   e.action = "HandlePreVoteResponse"         -> IsHandlePreVoteResponse(e)
     []   e.action = "StepDown"                      -> IsStepDown(e)
     []   e.action = "DropVoteRequestInLease"        -> IsDropVoteRequestInLease(e)
+    []   e.action = "HandleStaleAppendEntries"      -> IsHandleStaleAppendEntries(e)
     []   e.action = "DropMessage"                   -> IsDropMessage(e)
     []   e.action = "DuplicateMessage"              -> IsDuplicateMessage(e)
 
@@ -358,7 +361,8 @@ Diagnose ==
        \/ /\ e.action \in ReceiveActions \ {"UpdateTerm", "DropStaleMessage",
                                                "HandlePreVoteRequest",
                                                "HandlePreVoteResponse",
-                                               "DropVoteRequestInLease"}
+                                               "DropVoteRequestInLease",
+                                               "HandleStaleAppendEntries"}
           /\ InFlight(e)
           /\ e.msg.mterm /= currentTerm[e.node]
           /\ PrintT(<<"disabled", t, l, "the message's term is not the node's current term">>)

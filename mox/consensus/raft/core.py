@@ -479,7 +479,10 @@ class RaftCore:
                     self._emit("UpdateTerm", msg)
         elif msg.term < self.term and not isinstance(msg, PreVote):
             # A stale pre-vote is answered (a rejection carrying this term, so the sender
-            # catches up); everything else of an older term is dropped.
+            # catches up); so is a stale AppendEntries (below); the rest is dropped.
+            if isinstance(msg, AppendEntries) and (self.cfg.pre_vote or self.cfg.check_quorum):
+                self.handle_stale_append_entries(msg)
+                return
             if self._tracing:
                 self._emit("DropStaleMessage", msg)
             return
@@ -917,6 +920,20 @@ class RaftCore:
         self._send(RequestVoteResponse(self.term, self.id, m.src, grant))
         if self._tracing:
             self._emit("HandleRequestVoteRequest", m, {"granted": grant})
+
+    def handle_stale_append_entries(self, m: AppendEntries) -> None:
+        """Spec HandleStaleAppendEntries: answer a leader of an older term with this term.
+
+        With pre-vote and the lease a node can be stuck at a term above the leader's (its
+        election went as far as term + 1 and then lost, e.g. its vote requests were dropped
+        in lease): it drops the leader's messages as stale, and its own vote requests never
+        move anyone. The answer makes the old leader adopt the term, so a new election can
+        include this node (etcd answers MsgApp/MsgHeartbeat of a lower term the same way).
+        """
+        assert m.term < self.term
+        self._send(AppendEntriesResponse(self.term, self.id, m.src, False, 0))
+        if self._tracing:
+            self._emit("HandleStaleAppendEntries", m)
 
     def handle_pre_vote(self, m: PreVote) -> None:
         """Spec HandlePreVoteRequest (any term, any role): grant iff the request is for a

@@ -53,6 +53,7 @@ CORE_ACTIONS: Final = (
     "BecomeCandidate",
     "StepDown",
     "DropVoteRequestInLease",
+    "HandleStaleAppendEntries",
 )
 
 # The `state` object of every event carries exactly these keys.
