@@ -497,3 +497,26 @@ def test_committer_cancelled_before_the_flush_began_leaves_it_to_the_others(env:
     assert wal.append(1, b"y") == seq + 1
     env.run(wal.commit())
     assert wal.durable_seq == seq + 1
+
+
+def test_close_ends_a_committer_whose_flush_had_not_begun(env: Env) -> None:
+    """On a blocking file system the committer runs the flush after one loop iteration;
+    a close() in that iteration dropped the records: the committer gets an error, it
+    neither hangs nor flushes nothing forever."""
+    if env.kind != "pwrite":
+        pytest.skip("the flush runs in the committer only on blocking file systems")
+    wal = open_wal(env)
+    wal.append(1, b"never flushed")
+
+    async def scenario() -> None:
+        committer = asyncio.ensure_future(wal.commit())
+        await asyncio.sleep(0)  # the committer now waits its one iteration
+        wal.close()
+        done, _pending = await asyncio.wait([committer], timeout=5)
+        assert committer in done, "commit() still running after close()"
+        error = committer.exception()
+        assert isinstance(error, OSError) and "closed" in str(error), error
+
+    env.run(scenario())
+    with pytest.raises(OSError, match="closed"):
+        wal.append(1, b"after close")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import functools
 import itertools
 import re
@@ -150,6 +151,7 @@ class Wal:
         self._flush_task: asyncio.Task[None] | None = None
         self._flush_done: asyncio.Event | None = None  # set when the running flush ends
         self._failure: BaseException | None = None
+        self._closed = False
         # True when fs.write_sync never suspends (see the module docstring).
         self._flush_inline = bool(getattr(fs, "blocking_sync", False))
         self.flush_count = 0  # flushes that wrote records (for benchmarks and tests)
@@ -381,7 +383,7 @@ class Wal:
 
     def append(self, rtype: int, body: bytes) -> int:
         """Queue a record; return its sequence number. Durable after `commit` covers it."""
-        if self._failure is not None:
+        if self._failure is not None or self._closed:
             self._check_usable()
         if not 0 <= rtype < 65536:
             raise ValueError(f"record type must be in [0, 65535], got {rtype}")
@@ -657,6 +659,7 @@ class Wal:
     def close(self) -> None:
         """Close the segment files and abandon an in-flight flush (its records may or may
         not be durable). Queued records that were not committed are dropped."""
+        self._closed = True
         if self._flush_task is not None and not self._flush_task.done():
             self._flush_task.cancel()
         for segment in self._segments:
@@ -664,6 +667,9 @@ class Wal:
         self._pending.clear()
 
     def _check_usable(self) -> None:
+        if self._closed:
+            # Also ends a commit whose flush had not begun: close() dropped its records.
+            raise OSError(errno.EBADF, "WAL is closed")
         if self._failure is not None:
             raise OSError(f"WAL unusable after a failed flush: {self._failure!r}")
 
