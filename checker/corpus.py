@@ -8,7 +8,12 @@
   membership changes, partitions, crashes and restarts, message loss and duplication.
 * `rejected/`: traces of deliberately broken cores (`mutant-*`, see `checker.mutants`) and
   hand-edited copies of accepted traces (`edited-*`), each with a `.md` note saying what is
-  wrong and where the checker must reject it.
+  wrong and where the checker must reject it. The mutants' scenarios are classic-Raft
+  schedules: the stored `mutant-*` traces were made with pre-vote and check-quorum off
+  (`add-nodes ... prevote=off checkquorum=off`; tests/test_corpus.py runs them live the same
+  way). Until checker/mutants.py's scenarios say so themselves, regenerating overwrites
+  them with default-core runs in which some mutants have nothing to get wrong: keep the
+  stored ones.
 
 `simulate_traces` is also what the corpus test uses to check fresh seeds on every run.
 """

@@ -11,7 +11,14 @@ import itertools
 import pytest
 
 from mox.consensus.raft.core import RaftConfig, RaftCore, RestoredState, Role
-from mox.consensus.raft.messages import PreVote, PreVoteResponse, RequestVote
+from mox.consensus.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    HardState,
+    PreVote,
+    PreVoteResponse,
+    RequestVote,
+)
 from mox.consensus.raft.rafttest import InteractionEnv
 from mox.consensus.raft.trace import ListTraceSink
 
@@ -102,10 +109,10 @@ def fresh_role(core: RaftCore) -> Role:
     return core.role
 
 
-def make(node_id: int = 2, term: int = 3, **cfg: bool) -> RaftCore:
+def make(node_id: int = 2, term: int = 0, **cfg: bool) -> RaftCore:
     return RaftCore(
         RaftConfig(node_id=node_id, members=(1, 2, 3), **cfg),
-        RestoredState(),
+        RestoredState(hard_state=HardState(term, 0, 0)),
         itertools.repeat(10),
         ListTraceSink(),
     )
@@ -125,7 +132,7 @@ def test_pre_vote_request_changes_no_term_or_vote() -> None:
 
 
 def test_pre_vote_of_an_older_or_equal_term_is_refused_with_the_current_term() -> None:
-    core = make()
+    core = make(term=3)
     core.step(RequestVote(4, 3, 2, 0, 0))  # term 4, voted for 3
     answers(core)
     core.step(PreVote(3, 1, 2, 0, 0))
@@ -146,6 +153,27 @@ def test_pre_candidate_needs_a_quorum_of_grants_for_the_next_term() -> None:
     core.step(PreVoteResponse(1, 2, 1, True))
     assert fresh_role(core) is Role.CANDIDATE and core.term == 1 and core.voted_for == 1
     assert answers(core) == [RequestVote(1, 1, 2, 0, 0), RequestVote(1, 1, 3, 0, 0)]
+
+
+def test_a_grant_for_another_term_does_not_count() -> None:
+    core = make(node_id=1, term=3)
+    core.campaign()
+    assert answers(core) == [PreVote(4, 1, 2, 0, 0), PreVote(4, 1, 3, 0, 0)]
+    core.step(PreVoteResponse(3, 2, 1, True))  # answers a pre-vote of an earlier round
+    assert fresh_role(core) is Role.PRE_CANDIDATE and core.term == 3
+    core.step(PreVoteResponse(5, 3, 1, True))  # a grant of a later round moves no term
+    assert fresh_role(core) is Role.PRE_CANDIDATE and core.term == 3
+    core.step(PreVoteResponse(4, 3, 1, True))
+    assert fresh_role(core) is Role.CANDIDATE and core.term == 4
+
+
+@pytest.mark.parametrize("extensions", [True, False], ids=["prevote", "classic"])
+def test_stale_append_entries_is_answered_with_the_current_term(extensions: bool) -> None:
+    core = make(term=5, pre_vote=extensions, check_quorum=extensions)
+    core.step(AppendEntries(3, 1, 2, 0, 0, [], 0))
+    assert core.term == 5 and fresh_role(core) is Role.FOLLOWER
+    expected = [AppendEntriesResponse(5, 2, 1, False, 0)] if extensions else []
+    assert answers(core) == expected
 
 
 def test_refusal_of_a_higher_term_makes_the_pre_candidate_follow_it() -> None:
