@@ -17,7 +17,7 @@ from test_cluster import assert_readable, snapshot_index, wait_caught_up
 from test_cluster_support import (
     ProcCluster,
     bootstrap_tenant,
-    health,
+    max_commit_index,
     request,
     wait_for_leader,
 )
@@ -97,13 +97,11 @@ def test_follower_catches_up_by_a_snapshot_larger_than_the_frame_limit(tmp_path:
             # Past several snapshots while `lagging` is down: the leader compacts away
             # everything it lacks, so only a snapshot transfer can catch it up.
             acked = await write_bulky_talents(session, cluster.url(leader), key, WRITES)
-            leader_status = await health(session, cluster.url(leader))
-            assert leader_status is not None
-            commit_index = int(leader_status["commitIndex"])
+            survivors = [i for i in cluster.ids if i != lagging]
+            commit_index = await max_commit_index(session, cluster, survivors)
             # Each survivor snapshots at its own points and drops its log up to there.
             # Whichever of them leads when `lagging` returns (the leader may change in the
             # meantime), it can only send what its log still holds, or its snapshot.
-            survivors = [i for i in cluster.ids if i != lagging]
             survivor_snapshots: dict[int, int] = {}
             for node_id in survivors:
                 status = await wait_caught_up(session, cluster.url(node_id), commit_index, 60)

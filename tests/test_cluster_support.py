@@ -245,7 +245,9 @@ async def wait_for_leader(
     timeout_s: float = 60,
 ) -> tuple[int, int]:
     """(leader id, term) once a node of `among` reports itself leader in a term > min_term
-    and has applied an entry of that term (its no-op), so it can serve requests."""
+    and has applied everything it knows committed. Its commit index may still be one an
+    earlier leader taught it (its own no-op may be uncommitted): use `max_commit_index`
+    or a write of your own, not this node's commitIndex, as a bound on acknowledged writes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for node_id in among:
@@ -259,6 +261,21 @@ async def wait_for_leader(
                 return node_id, int(status["term"])
         await asyncio.sleep(0.02)
     raise AssertionError(f"no leader among {among} within {timeout_s} s")
+
+
+async def max_commit_index(
+    session: aiohttp.ClientSession, cluster: ProcCluster, among: list[int]
+) -> int:
+    """The highest commitIndex any node of `among` reports. A write acknowledged by a node
+    that has run ever since is at or below it, whichever node leads now: the node that
+    acknowledged it knew it committed, and a commit index only grows while a node runs."""
+    found: list[int] = []
+    for node_id in among:
+        status = await health(session, cluster.url(node_id))
+        if status is not None:
+            found.append(int(status["commitIndex"]))
+    assert found, f"no node of {among} answered /health"
+    return max(found)
 
 
 async def request(
