@@ -7,15 +7,19 @@ writes each batch's bytes (already encoded: record header + body) with one `os.p
 a preallocated file, then one `os.fdatasync`. Same bytes synced per batch, same number of
 fdatasyncs: the WAL's segment is sized to hold the whole cell, as the baseline's file is
 preallocated to, so no segment roll (file creation, header and directory syncs) falls
-inside a cell. Each cell runs `rounds` times (5 by default), interleaved with its baseline,
-and the best round of each counts: on a shared machine the fsync rate swings by 10x from
-second to second with other processes' I/O, and the best round is the least disturbed one.
-Ratio = best WAL / best baseline; the goal is 0.9 or better.
+inside a cell.
+
+Interleaving: on a shared machine the fsync rate swings by 10x from second to second with
+other processes' I/O, so a cell's variants (baseline, io_uring floor, WAL over pwrite, WAL
+over io_uring) take turns in chunks of a few batches (a tenth of a round each), `rounds`
+times over (5 by default); each variant's rate is its records over its summed time. Every
+variant thus sees the same disk and load, moment by moment. Ratio = WAL / baseline; the
+goal is 0.9 or better.
 
 Beside them, per cell: the **io_uring floor**, a bare liburing loop (one linked writev +
 fdatasync, `io_uring_submit_and_wait`, no asyncio, no WAL) over the same bytes, which shows
 what the kernel and the binding allow before any of our code runs; and the **CPU time per
-record** (`time.process_time`, best round) of the WAL and of the baseline, which separates
+record** (`time.process_time`, summed like the time) of the WAL and of the baseline, which separates
 the Python work per record from the fsync wait (and is much less disturbed by other
 processes' disk I/O than the rates are).
 
@@ -27,6 +31,7 @@ LSM rows come from `mox.bench.lsm_bench.run_lsm_bench` when that module is prese
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import importlib
@@ -58,6 +63,7 @@ Row = tuple[str, float, str, float | None]
 RECORD_SIZES_BYTES = (128, 4096)
 BATCH_SIZES = (1, 32, 256)
 SEGMENT_SIZE_BYTES = 64 * 1000**2
+CHUNKS_PER_ROUND = 10
 
 
 def _cell_records(records: int, batch: int, quick: bool) -> int:
@@ -74,58 +80,87 @@ def _fresh_dir(base: str, name: str) -> str:
     return path
 
 
-def _preallocated(directory: str, size_bytes: int) -> int:
-    fd = os.open(os.path.join(directory, "log"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+def _preallocated(path: str, size_bytes: int) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     os.posix_fallocate(fd, 0, size_bytes)
     os.fsync(fd)
     return fd
 
 
 def _segment_size_bytes(body_bytes: int, count: int) -> int:
-    """A segment that holds the whole cell (no roll inside the timed loop)."""
+    """A segment (or baseline file) that holds `count` records: no roll inside a cell."""
     return max(SEGMENT_SIZE_BYTES, count * (RECORD_HEADER_SIZE_BYTES + body_bytes) + 2 * 4096)
 
 
-def _baseline_appends(base: str, body_bytes: int, batch: int, count: int) -> tuple[float, float]:
-    """(records/s, CPU s per record) of pwrite(batch bytes) + fdatasync per batch into a
-    preallocated file."""
-    directory = _fresh_dir(base, "baseline")
-    record_bytes = RECORD_HEADER_SIZE_BYTES + body_bytes
-    buffer = os.urandom(record_bytes) * batch
-    fd = _preallocated(directory, _segment_size_bytes(body_bytes, count))
-    try:
-        offset = 4096
+class _Variant(abc.ABC):
+    """One way of making batches durable; `flush(n)` makes n more batches durable. Time and
+    CPU time add up over every chunk it runs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.elapsed_s = 0.0
+        self.cpu_s = 0.0
+        self.records = 0
+
+    @abc.abstractmethod
+    def flush(self, batches: int) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def timed(self, batches: int, batch: int) -> None:
         started = time.perf_counter()
         cpu_started = time.process_time()
-        for _ in range(count // batch):
+        self.flush(batches)
+        self.cpu_s += time.process_time() - cpu_started
+        self.elapsed_s += time.perf_counter() - started
+        self.records += batches * batch
+
+
+class _Baseline(_Variant):
+    """os.pwrite of the batch's pre-encoded bytes + os.fdatasync, into a preallocated file."""
+
+    def __init__(self, directory: str, body_bytes: int, batch: int, total: int) -> None:
+        super().__init__("baseline")
+        self._buffer = os.urandom(RECORD_HEADER_SIZE_BYTES + body_bytes) * batch
+        self._fd = _preallocated(
+            os.path.join(directory, "baseline"), _segment_size_bytes(body_bytes, total)
+        )
+        self._offset = 4096
+
+    def flush(self, batches: int) -> None:
+        fd, buffer, offset = self._fd, self._buffer, self._offset
+        for _ in range(batches):
             os.pwrite(fd, buffer, offset)
             os.fdatasync(fd)
             offset += len(buffer)
-        elapsed = time.perf_counter() - started
-        cpu_s = time.process_time() - cpu_started
-    finally:
-        os.close(fd)
-    return count / elapsed, cpu_s / count
+        self._offset = offset
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
-def _uring_floor(base: str, body_bytes: int, batch: int, count: int) -> float:
-    """Records/s of a bare liburing loop: per batch one writev linked to one fdatasync,
-    submitted and waited for with one io_uring_submit_and_wait (no asyncio, no WAL)."""
-    directory = _fresh_dir(base, "uring-floor")
-    record_bytes = RECORD_HEADER_SIZE_BYTES + body_bytes
-    buffer = os.urandom(record_bytes) * batch
-    ring = liburing.Ring()
-    cqe = liburing.Cqe()
-    liburing.io_uring_queue_init(8, ring, 0)
-    fd = -1
-    try:
-        fd = _preallocated(directory, _segment_size_bytes(body_bytes, count))
-        iov = liburing.Iovec([buffer])
-        offset = 4096
-        started = time.perf_counter()
-        for _ in range(count // batch):
+class _UringFloor(_Variant):
+    """A bare liburing loop: per batch one writev linked to one fdatasync, submitted and
+    waited for with one io_uring_submit_and_wait (no asyncio, no WAL)."""
+
+    def __init__(self, directory: str, body_bytes: int, batch: int, total: int) -> None:
+        super().__init__("io_uring floor")
+        self._buffer = os.urandom(RECORD_HEADER_SIZE_BYTES + body_bytes) * batch
+        self._iov = liburing.Iovec([self._buffer])
+        self._ring = liburing.Ring()
+        self._cqe = liburing.Cqe()
+        liburing.io_uring_queue_init(8, self._ring, 0)
+        self._fd = _preallocated(
+            os.path.join(directory, "uring-floor"), _segment_size_bytes(body_bytes, total)
+        )
+        self._offset = 4096
+
+    def flush(self, batches: int) -> None:
+        ring, cqe, fd = self._ring, self._cqe, self._fd
+        for _ in range(batches):
             sqe = liburing.io_uring_get_sqe(ring)
-            liburing.io_uring_prep_writev(sqe, fd, iov, offset)
+            liburing.io_uring_prep_writev(sqe, fd, self._iov, self._offset)
             liburing.io_uring_sqe_set_flags(sqe, liburing.IOSQE_IO_LINK)
             sqe = liburing.io_uring_get_sqe(ring)
             liburing.io_uring_prep_fsync(sqe, fd, liburing.IORING_FSYNC_DATASYNC)
@@ -137,52 +172,88 @@ def _uring_floor(base: str, body_bytes: int, batch: int, count: int) -> float:
                 finally:
                     liburing.io_uring_cq_advance(ring, 1)
                 assert result >= 0
-            offset += len(buffer)
-        elapsed = time.perf_counter() - started
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        liburing.io_uring_queue_exit(ring)
-    return count / elapsed
+            self._offset += len(self._buffer)
+
+    def close(self) -> None:
+        os.close(self._fd)
+        liburing.io_uring_queue_exit(self._ring)
 
 
-async def _wal_appends_async(
-    directory: str, backend: str, body: bytes, batch: int, count: int
-) -> tuple[float, float]:
-    fs = RealFileSystem(directory, backend=backend)
-    try:
-        wal = await Wal.open(
-            fs,
-            segment_size_bytes=_segment_size_bytes(len(body), count),
-            cluster_id="bench",
-            node_id=1,
+class _WalAppends(_Variant):
+    """The WAL: `batch` appends, then `await wal.commit()`, per batch."""
+
+    def __init__(
+        self,
+        directory: str,
+        backend: str,
+        body_bytes: int,
+        batch: int,
+        total: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(backend)
+        self._loop = loop
+        self._batch = batch
+        self._body = os.urandom(body_bytes)
+        self._fs = RealFileSystem(_fresh_dir(directory, f"wal-{backend}"), backend=backend)
+        self._wal = loop.run_until_complete(
+            Wal.open(
+                self._fs,
+                segment_size_bytes=_segment_size_bytes(body_bytes, total),
+                cluster_id="bench",
+                node_id=1,
+            )
         )
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        for _ in range(count // batch):
+
+    async def _appends(self, batches: int) -> None:
+        wal, body, batch = self._wal, self._body, self._batch
+        for _ in range(batches):
             for _ in range(batch):
                 wal.append(1, body)
             await wal.commit()
-        elapsed = time.perf_counter() - started
-        cpu_s = time.process_time() - cpu_started
-        assert wal.durable_seq == count
-        assert wal.segment_count == 1, "a segment roll inside the cell"
-        wal.close()
-    finally:
-        fs.close()
-    return count / elapsed, cpu_s / count
+
+    def flush(self, batches: int) -> None:
+        self._loop.run_until_complete(self._appends(batches))
+
+    def close(self) -> None:
+        assert self._wal.durable_seq == self.records
+        assert self._wal.segment_count == 1, "a segment roll inside the cell"
+        self._wal.close()
+        self._fs.close()
 
 
-def _wal_appends(
-    base: str, backend: str, body_bytes: int, batch: int, count: int
-) -> tuple[float, float]:
-    directory = _fresh_dir(base, f"wal-{backend}")
-    body = os.urandom(body_bytes)
+def _append_cell(
+    base: str, backends: list[str], body_bytes: int, batch: int, count: int, rounds: int
+) -> dict[str, _Variant]:
+    """Every variant of one cell, interleaved in chunks of a few batches: each round runs
+    `count` records through each variant, CHUNKS_PER_ROUND chunks at a time in turn, so that
+    every variant sees the same disk and the same load from moment to moment."""
+    directory = _fresh_dir(base, "cell")
+    total = count * rounds
+    batches = count // batch
+    chunk = max(1, batches // CHUNKS_PER_ROUND)
     loop = asyncio.new_event_loop()
+    variants: list[_Variant] = []
     try:
-        return loop.run_until_complete(_wal_appends_async(directory, backend, body, batch, count))
+        variants.append(_Baseline(directory, body_bytes, batch, total))
+        if "io_uring" in backends:
+            variants.append(_UringFloor(directory, body_bytes, batch, total))
+        for backend in backends:
+            variants.append(_WalAppends(directory, backend, body_bytes, batch, total, loop))
+        for _ in range(rounds):
+            done = 0
+            while done < batches:
+                n = min(chunk, batches - done)
+                for variant in variants:
+                    variant.timed(n, batch)
+                done += n
+        assert all(v.records == variants[0].records for v in variants)
     finally:
+        for variant in variants:
+            variant.close()
         loop.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    return {variant.name: variant for variant in variants}
 
 
 async def _fill_wal(directory: str, count: int, body_bytes: int) -> None:
@@ -267,31 +338,29 @@ def run_storage_bench(
     for body_bytes in RECORD_SIZES_BYTES:
         for batch in BATCH_SIZES:
             count = _cell_records(records, batch, quick)
-            say(f"appends: {body_bytes} B records, batch {batch}, {count} records")
-            best_baseline = 0.0
-            baseline_cpu_s = float("inf")
-            best_floor = 0.0
-            best: dict[str, float] = dict.fromkeys(backends, 0.0)
-            cpu_s: dict[str, float] = dict.fromkeys(backends, float("inf"))
-            for _ in range(rounds):
-                rate, cpu = _baseline_appends(data_dir, body_bytes, batch, count)
-                best_baseline = max(best_baseline, rate)
-                baseline_cpu_s = min(baseline_cpu_s, cpu)
-                if "io_uring" in backends:
-                    best_floor = max(best_floor, _uring_floor(data_dir, body_bytes, batch, count))
-                for backend in backends:
-                    rate, cpu = _wal_appends(data_dir, backend, body_bytes, batch, count)
-                    best[backend] = max(best[backend], rate)
-                    cpu_s[backend] = min(cpu_s[backend], cpu)
+            say(f"appends: {body_bytes} B records, batch {batch}, {count} records x {rounds}")
+            cell = _append_cell(data_dir, backends, body_bytes, batch, count, rounds)
+            baseline = cell["baseline"]
+            baseline_rate = baseline.records / baseline.elapsed_s
             for backend in backends:
+                wal = cell[backend]
                 metric = f"wal append {body_bytes} B batch {batch} ({backend})"
-                rows.append((metric, best[backend], "records/s", best_baseline))
-            if "io_uring" in backends:
+                rows.append((metric, wal.records / wal.elapsed_s, "records/s", baseline_rate))
+            if "io_uring floor" in cell:
+                floor = cell["io_uring floor"]
                 metric = f"io_uring floor {body_bytes} B batch {batch} (liburing loop)"
-                rows.append((metric, best_floor, "records/s", best_baseline))
+                rows.append((metric, floor.records / floor.elapsed_s, "records/s", baseline_rate))
             for backend in backends:
+                wal = cell[backend]
                 metric = f"wal cpu {body_bytes} B batch {batch} ({backend})"
-                rows.append((metric, cpu_s[backend] * 1e6, "us/record", baseline_cpu_s * 1e6))
+                rows.append(
+                    (
+                        metric,
+                        wal.cpu_s / wal.records * 1e6,
+                        "us/record",
+                        baseline.cpu_s / baseline.records * 1e6,
+                    )
+                )
     facts["load_average_after_appends"] = os.getloadavg()
     say(f"recovery: {recovery_records} records")
     recovery_s, floor_s = _recovery(data_dir, recovery_records)
