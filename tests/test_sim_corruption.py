@@ -87,7 +87,12 @@ def test_damage_met_while_running_fail_stops_that_node_only() -> None:
     a table (a client's stale read, a snapshot, a compaction, or the final scrub), stops,
     takes no more steps, and the other two finish the run correct and live."""
     world = World(
-        WorldConfig(seed=5, faults=FaultPlan.parse("misdirected_write=0.01"), duration_s=2.0)
+        WorldConfig(
+            seed=5,
+            faults=FaultPlan.parse("misdirected_write=0.01"),
+            duration_s=2.0,
+            corrupt_node_memtable_size_bytes=16 * 1024,
+        )
     )
     (victim,) = world.corrupt_nodes
     kept: list[Node] = []

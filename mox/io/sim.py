@@ -22,7 +22,9 @@ Theory of operation of `SimDisk`:
   bytes there (an unsynced write over it).
 
 Every draw comes from the one `random.Random` handed in, in an order fixed by the calls
-made: one seed, one sequence of faults. Injected faults are counted in `fault_counts` and
+made: one seed, one sequence of faults. The corruption draws (flips on read, misdirected
+writes) may come from a second one (`fault_rng`), so that switching them on leaves every
+other draw (latencies, torn and lost writes) where it was. Injected faults are counted in `fault_counts` and
 logged with their place in `fault_log` for the simulator's summary and for tests.
 """
 
@@ -166,8 +168,15 @@ _DirOp = tuple[str, str, _Inode | None]
 class SimDisk:
     """One node's disk. Hand out file systems with `filesystem()`, crash it with `crash()`."""
 
-    def __init__(self, rng: random.Random, faults: DiskFaults = DiskFaults()) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        faults: DiskFaults = DiskFaults(),
+        *,
+        fault_rng: random.Random | None = None,
+    ) -> None:
         self._rng = rng
+        self._fault_rng = fault_rng if fault_rng is not None else rng
         self.faults = faults
         # Full path -> inode. Volatile is what the running node sees; durable survives a crash.
         self._volatile: dict[str, _Inode] = {}
@@ -191,9 +200,9 @@ class SimDisk:
 
     def _maybe_flip_on_read(self, path: str, offset: int, data: bytes) -> bytes:
         p = self.faults.bit_flip_on_read_probability
-        if not data or p <= 0 or self._rng.random() >= p:
+        if not data or p <= 0 or self._fault_rng.random() >= p:
             return data
-        bit = self._rng.randrange(0, len(data) * 8)
+        bit = self._fault_rng.randrange(0, len(data) * 8)
         flipped = bytearray(data)
         flipped[bit // 8] ^= 1 << (bit % 8)
         self._fault("bit_flip_on_read", path, offset + bit // 8)
@@ -203,9 +212,9 @@ class SimDisk:
         p = self.faults.misdirected_write_probability
         if p <= 0 or path.startswith(self.faults.misdirect_excluded_prefixes):
             return offset
-        if self._rng.random() >= p:
+        if self._fault_rng.random() >= p:
             return offset
-        shift_sectors = self._rng.choice((-8, -4, -2, -1, 1, 2, 4, 8))
+        shift_sectors = self._fault_rng.choice((-8, -4, -2, -1, 1, 2, 4, 8))
         target = max(0, offset + shift_sectors * SECTOR_SIZE_BYTES)
         if target == offset:
             target = offset + SECTOR_SIZE_BYTES

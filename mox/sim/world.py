@@ -101,6 +101,10 @@ class WorldConfig:
     wal_segment_size_bytes: int = 64 * 1024
     prefix_check_every_steps: int = 50
     trace: bool = True
+    # The memtable of nodes whose disks corrupt data. The default (the healthy nodes' size)
+    # keeps a seed's run unchanged until a fault is injected; a small one puts their state
+    # in SSTables read from disk while they run, so damage there is met during the run.
+    corrupt_node_memtable_size_bytes: int = 256 * 1024
 
     def __attrs_post_init__(self) -> None:
         if self.nodes not in (1, 3, 5):
@@ -109,6 +113,11 @@ class WorldConfig:
             raise ValueError(f"duration_s must be > 0, got {self.duration_s}")
         if self.steps_max is not None and self.steps_max < 1:
             raise ValueError(f"steps_max must be >= 1, got {self.steps_max}")
+        if self.corrupt_node_memtable_size_bytes < 1024:
+            raise ValueError(
+                "corrupt_node_memtable_size_bytes must be >= 1024, got "
+                f"{self.corrupt_node_memtable_size_bytes}"
+            )
 
 
 @attrs.frozen
@@ -211,10 +220,16 @@ class World:
             # forgotten, which Raft does not survive. Not injected: see docs/simulation.md.
             misdirect_excluded_prefixes=(f"{WAL_DIR}/",),
         )
+        # Corruption draws come from their own RNG: a corrupt node's latencies and torn
+        # writes are what they would be without corruption, until something is injected.
         self.disks = {
             n: SimDisk(
-                self._disk_rngs[n], corrupt_faults if n in self.corrupt_nodes else disk_faults
+                self._disk_rngs[n],
+                corrupt_faults,
+                fault_rng=random.Random(self._corrupt_rng.getrandbits(64)),
             )
+            if n in self.corrupt_nodes
+            else SimDisk(self._disk_rngs[n], disk_faults)
             for n in self.node_ids
         }
         # Nodes that fail-stopped on damaged data: node id -> what and where. Never restarted.
@@ -474,11 +489,12 @@ class World:
 
     def _lsm_options(self, node_id: int) -> LsmOptions:
         if node_id in self.corrupt_nodes:
-            # A small memtable and block cache: the corrupt node's state lives in tables
-            # that it reads from disk while it runs (client reads, snapshots, compaction),
-            # so damage there is met during the run, not only at a restart or the scrub.
+            # A small block cache: table reads go to the disk (where the damage is). Reads
+            # take no simulated time, so this changes no schedule.
             return LsmOptions(
-                memtable_size_bytes=16 * 1024, block_cache_blocks=8, verify_blocks_on_open=True
+                memtable_size_bytes=self.config.corrupt_node_memtable_size_bytes,
+                block_cache_blocks=8,
+                verify_blocks_on_open=True,
             )
         return LsmOptions(memtable_size_bytes=256 * 1024, verify_blocks_on_open=True)
 
