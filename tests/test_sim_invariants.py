@@ -190,19 +190,25 @@ def test_corrupted_replica_log_is_caught() -> None:
     corrupted: list[int] = []
 
     def corrupt(w: World) -> None:
+        if corrupted:
+            return
         node = w.nodes[_follower(w)]
         assert node is not None
         log = node.core.log
-        # Replace an entry the follower holds (above its snapshot) by a different one with
-        # the same index and term: what a disk that returns wrong data would do.
         index = log.last_index()
+        if index <= node.applied_index:
+            return  # try again later: the entry must still be ahead of the state machine
+        # Replace an entry the follower holds but has not applied by a different one with
+        # the same index and term: what a disk that returns wrong data would do. (An entry
+        # already applied could be compacted away before any check reads it again.)
         offset = index - log.snapshot.index - 1
         assert offset >= 0
         old = log.entries[offset]
         log.entries[offset] = Entry(old.term, old.index, "normal", [b"corrupted command"])
         corrupted.append(index)
 
-    world.at(0.5, corrupt)
+    for step in range(100):
+        world.at(0.4 + step * 0.01, corrupt)
     result = world.run()
     assert corrupted
     assert not result.ok
