@@ -123,7 +123,9 @@ def test_three_processes_failover_catch_up_and_restart(tmp_path: Path) -> None:
                 await wait_caught_up(session, url, commit_index)
                 await assert_readable(session, url, key, acked, "stale")
 
-            # kill -9 the leader: a survivor is elected within the election timeout bound.
+            # kill -9 the leader (asked again: on a loaded machine it may have changed since)
+            # and a survivor is elected within the election timeout bound.
+            leader, term = await wait_for_leader(session, cluster, cluster.ids)
             cluster.kill_node(leader)
             killed_at = time.monotonic()
             survivors = [i for i in cluster.ids if i != leader]
