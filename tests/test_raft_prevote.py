@@ -12,8 +12,11 @@ import pytest
 
 from mox.consensus.raft.core import RaftConfig, RaftCore, RestoredState, Role
 from mox.consensus.raft.messages import (
+    CONFIG,
+    NOOP,
     AppendEntries,
     AppendEntriesResponse,
+    Entry,
     HardState,
     PreVote,
     PreVoteResponse,
@@ -167,13 +170,54 @@ def test_a_grant_for_another_term_does_not_count() -> None:
     assert fresh_role(core) is Role.CANDIDATE and core.term == 4
 
 
-@pytest.mark.parametrize("extensions", [True, False], ids=["prevote", "classic"])
-def test_stale_append_entries_is_answered_with_the_current_term(extensions: bool) -> None:
-    core = make(term=5, pre_vote=extensions, check_quorum=extensions)
+@pytest.mark.parametrize(("pre_vote", "check_quorum"), itertools.product([True, False], repeat=2))
+def test_stale_append_entries_is_answered_with_the_current_term(pre_vote: bool, check_quorum: bool) -> None:
+    core = make(term=5, pre_vote=pre_vote, check_quorum=check_quorum)
     core.step(AppendEntries(3, 1, 2, 0, 0, [], 0))
     assert core.term == 5 and fresh_role(core) is Role.FOLLOWER
-    expected = [AppendEntriesResponse(5, 2, 1, False, 0)] if extensions else []
+    # Either extension can leave a node at a term above the leader's (see core.py).
+    expected = [AppendEntriesResponse(5, 2, 1, False, 0)] if pre_vote or check_quorum else []
     assert answers(core) == expected
+
+
+def test_check_quorum_period_starts_when_the_leader_is_elected() -> None:
+    # Node 1 spends 5 ticks as a candidate before it wins; its checks still come every
+    # 10 ticks from the election on: the second one, 20 ticks after, steps it down.
+    env = InteractionEnv()
+    env.add_nodes(3)
+    env.nodes[1].core.campaign()
+    env.process_ready(1)
+    env.deliver_all()
+    env.process_ready(2)
+    env.process_ready(3)
+    env.deliver_all()  # the grants: node 1 becomes candidate and asks for votes
+    assert fresh_role(env.nodes[1].core) is Role.CANDIDATE
+    for _ in range(5):
+        env.nodes[1].core.tick()
+    env.stabilize()
+    assert fresh_role(env.nodes[1].core) is Role.LEADER
+    env.handle("partition 1")
+    ticks = 0
+    while fresh_role(env.nodes[1].core) is Role.LEADER and ticks < 50:
+        env.nodes[1].core.tick()
+        env.stabilize()
+        ticks += 1
+    assert ticks == 20
+
+
+def test_denying_a_pre_vote_for_a_stale_log_is_evidence_to_run() -> None:
+    # Node 1 holds its own (uncommitted) removal: it may run only with evidence that others
+    # need its entries (RaftCore.promotable), such as denying a less up-to-date pre-vote.
+    log = [Entry(1, 1, NOOP), Entry(1, 2, CONFIG, [], [2, 3])]
+    core = RaftCore(
+        RaftConfig(node_id=1, members=(1, 2, 3)),
+        RestoredState(hard_state=HardState(1, 0, 0), entries=log),
+        itertools.repeat(10),
+    )
+    assert not core.promotable()
+    core.step(PreVote(2, 2, 1, 1, 1))
+    assert answers(core) == [PreVoteResponse(1, 1, 2, False)]
+    assert core.promotable()
 
 
 def test_refusal_of_a_higher_term_makes_the_pre_candidate_follow_it() -> None:

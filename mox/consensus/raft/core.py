@@ -433,10 +433,12 @@ class RaftCore:
         stops believing it leads. Returns whether it is still leader."""
         assert self.role is Role.LEADER and self.cfg.check_quorum
         config = self.log.config()
-        active: set[int] = {self.id} if self.id in config else set()
+        # is_quorum counts members of `config` only: a leader outside its configuration
+        # (its removal not committed yet) and removed followers do not count.
+        active = {self.id}
         for node in sorted(self._progress):
             pr = self._progress[node]
-            if pr.recent_active and node in config:
+            if pr.recent_active:
                 active.add(node)
             pr.recent_active = False
         if is_quorum(active, config):
