@@ -561,8 +561,8 @@ class World:
         restart = self._restart_tasks.pop(node_id, None)
         if restart is not None:
             restart.cancel()
+        # An outcome, not an injected fault: reported in `failed_nodes`, not `faults_injected`.
         self.failed[node_id] = f"{during}: {fault.path} at offset {fault.offset}: {fault.problem}"
-        self._count("fail_stop")
         if node_id not in self.corrupt_nodes:
             # This disk never corrupts anything: damage it reports is a storage bug (or a
             # torn or lost write the storage should have handled).
