@@ -171,7 +171,9 @@ def test_a_grant_for_another_term_does_not_count() -> None:
 
 
 @pytest.mark.parametrize(("pre_vote", "check_quorum"), itertools.product([True, False], repeat=2))
-def test_stale_append_entries_is_answered_with_the_current_term(pre_vote: bool, check_quorum: bool) -> None:
+def test_stale_append_entries_is_answered_with_the_current_term(
+    pre_vote: bool, check_quorum: bool
+) -> None:
     core = make(term=5, pre_vote=pre_vote, check_quorum=check_quorum)
     core.step(AppendEntries(3, 1, 2, 0, 0, [], 0))
     assert core.term == 5 and fresh_role(core) is Role.FOLLOWER
@@ -245,4 +247,9 @@ def test_single_member_campaign_goes_through_pre_vote_to_leader() -> None:
     core = RaftCore(RaftConfig(node_id=1, members=(1,)), RestoredState(), itertools.repeat(3), sink)
     assert core.campaign()
     assert core.role is Role.LEADER and core.term == 1
-    assert [e["action"] for e in sink.events] == ["Restart", "StartPreVote", "BecomeCandidate", "BecomeLeader"]
+    assert [e["action"] for e in sink.events] == [
+        "Restart",
+        "StartPreVote",
+        "BecomeCandidate",
+        "BecomeLeader",
+    ]

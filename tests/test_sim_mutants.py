@@ -124,9 +124,12 @@ def test_known_bug_is_caught_from_seed_1(
 
 
 @pytest.mark.parametrize(
-    "nodes, faults, seeds", [(3, SWARM, range(16, 21)), (3, SWARM, range(1, 3)), (3, VOTE_STORM, range(11, 13))]
+    "nodes, faults, seeds",
+    [(3, SWARM, range(16, 21)), (3, SWARM, range(1, 3)), (3, VOTE_STORM, range(11, 13))],
 )
-def test_real_core_passes_the_seeds_that_catch_the_mutants(nodes: int, faults: str, seeds: range) -> None:
+def test_real_core_passes_the_seeds_that_catch_the_mutants(
+    nodes: int, faults: str, seeds: range
+) -> None:
     for seed in seeds:
         config = WorldConfig(
             seed=seed, nodes=nodes, faults=FaultPlan.parse(faults), duration_s=2.0, trace=False
