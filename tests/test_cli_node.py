@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from test_cluster_support import (
     ADMIN_TOKEN,
+    TEST_WAL_SEGMENT_SIZE,
     ProcCluster,
     bootstrap_tenant,
     child_env,
@@ -45,6 +46,7 @@ def single_node_config(tmp_path: Path, **sections: dict[str, Any]) -> tuple[Path
     """A one-node cluster's config file and the node's API URL."""
     client, cluster = free_ports(2)
     document = node_config_documents(load_default_template(), [client], [cluster])[1]
+    document["storage"]["wal_segment_size"] = TEST_WAL_SEGMENT_SIZE
     for section, values in sections.items():
         document.setdefault(section, {}).update(values)
     path = tmp_path / "mox.toml"

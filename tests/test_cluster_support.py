@@ -37,6 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 PORT_FLOOR = 20000
 # A node stops within its 5 s shutdown timeout; a loaded machine may stretch that.
 STOP_TIMEOUT_S = 30.0
+# Test nodes write far less than the default 64 MB WAL segment, which is preallocated on
+# disk: at the default, one run of the suite leaves ~2.5 GB of segments in its tmp dirs.
+TEST_WAL_SEGMENT_SIZE = "4MiB"
 _port_rng = random.SystemRandom()
 
 
@@ -106,6 +109,7 @@ class ProcCluster:
         self.client_ports = ports[:size]
         self.cluster_ports = ports[size:]
         template = load_default_template()
+        template.setdefault("storage", {})["wal_segment_size"] = TEST_WAL_SEGMENT_SIZE
         for section, values in (overrides or {}).items():
             template.setdefault(section, {}).update(values)
         self.documents = node_config_documents(template, self.client_ports, self.cluster_ports)
