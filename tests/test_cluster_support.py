@@ -203,9 +203,16 @@ class ProcCluster:
             self.stop()
 
     def print_log_tails(self, lines: int = 40) -> None:
+        """The last `lines` log lines of each node, leaving out per-request access lines
+        (they crowd out elections, snapshots, failures)."""
         for node_id in self.ids:
             if self.log_path(node_id).exists():
-                tail = self.log_text(node_id).splitlines()[-lines:]
+                kept = [
+                    line
+                    for line in self.log_text(node_id).splitlines()
+                    if '"event": "request"' not in line
+                ]
+                tail = kept[-lines:]
                 print(f"--- node {node_id} ({self.log_path(node_id)}), last {len(tail)} lines")
                 print("\n".join(tail))
 
