@@ -167,3 +167,29 @@ def test_bad_corruption_intensity_is_refused(text: str) -> None:
     result = CliRunner().invoke(cli, ["simulate", "--seed", "1", "--faults", text])
     assert result.exit_code == 2
     assert text.split("=")[0] in result.output
+
+
+@pytest.mark.slow
+def test_a_run_with_a_node_fail_stopped_mid_run_conforms_to_the_spec(tmp_path: Path) -> None:
+    """For the spec a fail-stopped node is one that takes no more steps: TLC accepts the
+    trace of a run where a node stopped on damaged data while running."""
+    from checker.conformance import check_traces
+
+    world = World(
+        WorldConfig(
+            seed=1,
+            faults=FaultPlan.parse(CORRUPTION),
+            duration_s=1.0,
+            corrupt_node_memtable_size_bytes=16 * 1024,
+        )
+    )
+    result = world.run()
+    _assert_correct_and_live(result)
+    ((node_id, what),) = result.failed_nodes.items()
+    assert node_id in result.corrupt_nodes
+    assert what.startswith("run: "), what
+    assert world.trace is not None
+    path = tmp_path / "seed-1.ndjson"
+    path.write_text(world.trace.text())
+    (verdict,) = check_traces([str(path)])
+    assert verdict.accepted, verdict.describe()
