@@ -193,3 +193,23 @@ def test_a_run_with_a_node_fail_stopped_mid_run_conforms_to_the_spec(tmp_path: P
     path.write_text(world.trace.text())
     (verdict,) = check_traces([str(path)])
     assert verdict.accepted, verdict.describe()
+
+
+def test_snapshot_installs_are_logged_with_index_term_size_and_sender() -> None:
+    """A node that was down while the others compacted catches up by a snapshot: the
+    runtime logs `node.snapshot_installed` with what and from whom."""
+    installs: list[dict[str, object]] = []
+    for seed in range(0, 6):
+        world = World(
+            WorldConfig(seed=seed, faults=FaultPlan.parse("crash=1,partition=1"), duration_s=2.0)
+        )
+        result = world.run()
+        assert result.ok, result.summary_line()
+        for event in world.snapshot_install_events:
+            assert isinstance(event["index"], int) and event["index"] >= 1
+            assert isinstance(event["term"], int) and event["term"] >= 1
+            assert isinstance(event["size_bytes"], int) and event["size_bytes"] > 0
+            assert event["from_node"] in world.node_ids
+            assert event["from_node"] != event["node"]
+        installs += world.snapshot_install_events
+    assert installs, "no snapshot was installed in these seeds"

@@ -235,6 +235,7 @@ class World:
         # Nodes that fail-stopped on damaged data: node id -> what and where. Never restarted.
         self.failed: dict[int, str] = {}
         self.storage_fault_events: list[dict[str, Any]] = []
+        self.snapshot_install_events: list[dict[str, Any]] = []
         self.drift_ppm = {
             n: (2 * self._drift_draws[n] - 1) * 50_000 * plan.intensity("clock_drift")
             for n in self.node_ids
@@ -514,7 +515,7 @@ class World:
                 trace=self.trace,
                 observer=self._on_step,
                 core_class=self._core_class,
-                logger=_FaultEventSink(self.storage_fault_events),
+                logger=_EventSink(self.storage_fault_events, self.snapshot_install_events),
             )
         except StorageFaultError as fault:
             endpoint.close_now()
@@ -1119,17 +1120,20 @@ def _choose_corrupt_nodes(
     return chosen
 
 
-class _FaultEventSink:
-    """The simulated nodes' event logger: keeps storage-fault events, drops the rest."""
+class _EventSink:
+    """The simulated nodes' event logger: keeps errors (storage faults) and snapshot
+    installs, drops the rest (printing them would slow every run)."""
 
-    def __init__(self, events: list[dict[str, Any]]) -> None:
-        self._events = events
+    def __init__(self, errors: list[dict[str, Any]], installs: list[dict[str, Any]]) -> None:
+        self._errors = errors
+        self._installs = installs
 
     def info(self, event: str, /, **fields: Any) -> None:
-        pass
+        if event == "node.snapshot_installed":
+            self._installs.append(fields)
 
     def error(self, event: str, /, **fields: Any) -> None:
-        self._events.append({"event": event, **fields})
+        self._errors.append({"event": event, **fields})
 
 
 def _network_faults(plan: FaultPlan) -> NetworkFaults:
