@@ -2,7 +2,8 @@
 
 Every error here is raised for bad input or a damaged environment, never for a bug:
 bugs are `AssertionError`s. The CLI turns a `MoxError` into a one-line message and an
-exit code (2 for usage and configuration errors, 1 for the rest), never a traceback.
+exit code (2 for usage and configuration errors, 3 for a node stopped on a storage
+fault, 1 for the rest), never a traceback.
 """
 
 from __future__ import annotations
