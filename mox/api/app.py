@@ -15,8 +15,11 @@ Theory of operation:
 * `Idempotency-Key` maps to a state machine session (client id = hash of the key, seq 1),
   with a fingerprint of method, path and body: a retry of the same request is applied
   once and answered with the first result; the same key on a different request is a 422.
-* Reads are local. `?consistency=linearizable` (the default) goes through the node's read
-  index; `?consistency=stale` reads this replica's applied state.
+* Reads are local, on every node, and never forwarded. `?consistency=linearizable` (the
+  default) goes through the node's read index (a follower asks its leader for the index,
+  then answers from its own state once applied up to it); `?consistency=stale` reads this
+  replica's applied state. A read index that cannot be had (no leader, leadership lost) is a
+  503 with the leader hint when one is known.
 * Every error is an RFC 7807 problem (problems.py); an unexpected exception is logged with
   its traceback and answered with a bare 500 problem, never a traceback.
 """
@@ -395,7 +398,7 @@ class _Api:
                     encode_query(tenant_id, body), linearizable=linearizable
                 )
         except NotLeader as exc:
-            raise _NotLeaderHere(exc.leader_id) from None
+            raise self._read_refused(exc.leader_id) from None
         except RequestError as exc:
             raise ApiProblem(503, "UNAVAILABLE", str(exc), headers={"Retry-After": "1"}) from None
         except TimeoutError:
@@ -403,6 +406,25 @@ class _Api:
                 503, "TIMEOUT", f"no answer within {self.timeout_s} s", headers={"Retry-After": "1"}
             ) from None
         return decode_result(raw_result)
+
+    def _read_refused(self, leader_id: int | None) -> ApiProblem:
+        """A linearizable read this node could not get a read index for: 503, retry (here,
+        or at the leader the hint names)."""
+        retry = {"Retry-After": "1"}
+        leader_url = None
+        if leader_id is not None and leader_id != self.node_id:
+            leader_url = self._leader_url(leader_id)
+        if leader_url is None:
+            return ApiProblem(
+                503, "NO_LEADER", "no leader to confirm a linearizable read; retry shortly", headers=retry
+            )
+        return ApiProblem(
+            503,
+            "NOT_LEADER",
+            f"node {self.node_id} could not confirm a linearizable read; retry, or try {leader_url}",
+            headers={**retry, LEADER_HEADER: leader_url},
+            extra={"leader": leader_url},
+        )
 
     @staticmethod
     def _ok(result: Result) -> Any:

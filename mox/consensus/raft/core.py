@@ -342,6 +342,8 @@ class RaftCore:
         self._ticks += 1
         if self._forwarded.pending:
             self._read_states.extend(self._forwarded.expire(self._ticks))
+            if self.role is Role.FOLLOWER and self.leader_id != 0:
+                self._forwarded.resend_due(self._ticks)
         if self.role is Role.LEADER:
             self._heartbeat_elapsed_ticks += 1
             if self._heartbeat_elapsed_ticks >= self.cfg.heartbeat_ticks:
@@ -568,8 +570,8 @@ class RaftCore:
         answer out; it fails the read (index None) if it loses that leader or gets no answer
         within read_timeout_ticks. Anything else (a candidate, a follower without a leader, a
         full queue) answers ReadState(ctx, None) at once: retry later or elsewhere.
-        `ctx` identifies the read (unique among this node's pending reads; at most
-        READ_CTX_SIZE_BYTES_MAX bytes, else ValueError).
+        `ctx` identifies the read: at most READ_CTX_SIZE_BYTES_MAX bytes (else ValueError);
+        on a follower, a ctx still pending there fails at once (None), so make ctxs unique.
         """
         if not isinstance(ctx, bytes) or len(ctx) > READ_CTX_SIZE_BYTES_MAX:
             raise ValueError(f"read_index: ctx must be at most {READ_CTX_SIZE_BYTES_MAX} bytes, got {ctx!r:.80}")
@@ -589,9 +591,8 @@ class RaftCore:
         the reads asked until then); answered by a ReadIndexResponse (see step_read)."""
         assert self.role is Role.FOLLOWER and self.leader_id != 0
         forwarded = self._forwarded
-        if ctx in forwarded.pending:
-            raise ValueError(f"read_index: ctx {ctx!r:.80} is already pending")
-        if forwarded.is_full():
+        # A ctx already asked would make its answer ambiguous: that read fails instead.
+        if ctx in forwarded.pending or forwarded.is_full():
             self._read_states.append(ReadState(ctx, None))
             return
         forwarded.add(ctx, self.leader_id, self.term, self._ticks)

@@ -95,6 +95,8 @@ class ForwardedRead(msgspec.Struct):
     leader_id: int
     term: int
     issued_tick: int
+    # When it last left in a ReadIndex (or was queued to), for the resend.
+    sent_tick: int
 
 
 class ForwardedReads:
@@ -120,7 +122,7 @@ class ForwardedReads:
         assert ctx not in self.pending
         assert not self.is_full()
         assert leader_id >= 1
-        self.pending[ctx] = ForwardedRead(leader_id, term, now_tick)
+        self.pending[ctx] = ForwardedRead(leader_id, term, now_tick, now_tick)
         self.unsent.append(ctx)
         assert len(self.unsent) <= len(self.pending)
 
@@ -149,6 +151,20 @@ class ForwardedReads:
         if out and self.unsent:
             self.unsent = [ctx for ctx in self.unsent if ctx in self.pending]
         return out
+
+    def resend_due(self, now_tick: int) -> int:
+        """Queues again the reads unanswered `resend_ticks` after they were last sent (a lost
+        ReadIndex or answer would otherwise hold them until they expire); how many."""
+        resend_ticks = max(1, self.timeout_ticks // 3)
+        queued = set(self.unsent)
+        count = 0
+        for ctx, asked in self.pending.items():
+            if now_tick - asked.sent_tick >= resend_ticks and ctx not in queued:
+                asked.sent_tick = now_tick
+                self.unsent.append(ctx)
+                count += 1
+        assert len(self.unsent) <= len(self.pending)
+        return count
 
     def fail_all(self) -> list[ReadState]:
         out = [ReadState(ctx, None) for ctx in self.pending]
