@@ -94,6 +94,9 @@ __all__ = [
 REQUEST_BODY_MAX_BYTES: Final = 1024 * 1024
 FORWARDED_HEADER: Final = "X-Mox-Forwarded-By"
 LEADER_HEADER: Final = "X-Mox-Leader"
+# Request key: this request's API key was looked up through the read index, so this node's
+# applied state already covers every write acknowledged before the request began.
+_STATE_FRESH: Final = "mox.state_fresh"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 IDEMPOTENCY_KEY_MAX_CHARS: Final = 255
 REQUEST_ID_RE: Final = re.compile(r"[0-9A-Za-z._:-]{1,128}")
@@ -436,11 +439,13 @@ class _Api:
 
     @staticmethod
     def _consistency(request: web.Request) -> bool:
-        """True for a linearizable read (the default), False for `?consistency=stale`."""
+        """True for a linearizable read (the default), False for `?consistency=stale`, and
+        False too when authentication already went through the read index (the local state
+        it waited for is fresh enough: reading it now is linearizable)."""
         value = request.query.get("consistency", "linearizable")
         if value not in ("linearizable", "stale"):
             raise validation("consistency", "must be linearizable or stale")
-        return value == "linearizable"
+        return value == "linearizable" and not request.get(_STATE_FRESH, False)
 
     @staticmethod
     async def _body(request: web.Request, type_: type[Any]) -> Any:
@@ -500,11 +505,19 @@ class _Api:
                 headers=challenge,
             )
         tenant_id, key_id, secret = parsed
-        # A stale local read is enough for a key this replica knows; one it does not know
-        # (just issued, not yet applied here) is looked up again through the read index.
-        result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=False)
-        if not result.ok:
+        if request.method in ("GET", "HEAD") and request.query.get("consistency") != "stale":
+            # A linearizable read, on any node: the key is looked up through the read index
+            # (a key revoked before the request began is seen revoked, even on a follower
+            # that has not applied the revocation yet), and the read itself is then served
+            # from the local state that lookup waited for: one read index per request.
             result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=True)
+            request[_STATE_FRESH] = True
+        else:
+            # A stale local read is enough for a key this replica knows; one it does not
+            # know (just issued, not yet applied here) is looked up through the read index.
+            result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=False)
+            if not result.ok:
+                result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=True)
         if not result.ok:
             raise ApiProblem(
                 401, "UNAUTHENTICATED", "unknown API key", field="Authorization", headers=challenge
