@@ -264,6 +264,9 @@ class RaftCore:
         self._leader_start_next_index = 1
         self._read_only = ReadOnly(config.max_pending_reads)
         self._read_round = 0
+        # Reads are queued for round _read_round + 1, whose heartbeats leave at the next
+        # ready(): every read asked until then shares one round (one message per follower).
+        self._read_round_pending = False
         # A follower's reads asked of its leader (read index at the follower).
         self._forwarded = ForwardedReads(config.max_pending_reads, config.read_timeout_ticks)
         # Ticks since construction: the clock of forwarded reads' timeouts.
@@ -626,6 +629,7 @@ class RaftCore:
             or self._msgs_now
             or self._msgs_after
             or self._read_states
+            or self._read_round_pending
             or self._forwarded.unsent
             or self._pending_install is not None
             or log.stable_index < log.last_index()
@@ -636,6 +640,18 @@ class RaftCore:
     def ready(self) -> Ready:
         """What to persist, send and apply now. Call `advance(rd)` before the next `ready()`."""
         assert self._outstanding is None, "ready() called again before advance()"
+        if self._read_round_pending:
+            self._read_round_pending = False
+            assert self.role is Role.LEADER  # stepping down clears it
+            # The round becomes visible only now: every AppendEntries that carries it leaves
+            # after all of its reads were queued, so an acknowledgement proves leadership
+            # after each of them arrived (an earlier message could be acknowledged before).
+            self._read_round += 1
+            self.broadcast_append(send_if_empty=True)
+            # That broadcast offered every follower its entries and the commit index.
+            self._append_pending = False
+            self._commit_broadcast_pending = False
+            self._maybe_confirm_reads()
         if self._append_pending or self._commit_broadcast_pending:
             if self.role is Role.LEADER:
                 self.broadcast_append(send_if_empty=self._commit_broadcast_pending)
@@ -723,6 +739,7 @@ class RaftCore:
             self._append_pending = False
             self._commit_broadcast_pending = False
             self._progress.clear()
+            self._read_round_pending = False
             failed = [(ctx, src, None) for ctx, src in self._read_only.fail_all()]
             self._answer_reads(failed, old_term)
         self._reset_election_timer()
@@ -756,6 +773,7 @@ class RaftCore:
             if node != self.id
         }
         self._read_round = 0
+        assert not self._read_round_pending
         self._heartbeat_elapsed_ticks = 0
         self.log.append(Entry(self.term, self.log.last_index() + 1, NOOP))
         if self._tracing:
@@ -1035,14 +1053,13 @@ class RaftCore:
 
     def _start_read_round(self, requests: list[tuple[bytes, int]]) -> None:
         """Queues `requests` ((ctx, src): LOCAL_READ or the follower that asked) at the
-        commit index and starts a heartbeat round that confirms them."""
+        commit index, for the heartbeat round that the next ready() starts."""
         assert self.role is Role.LEADER
         assert self.log.term_at(self.log.commit_index) == self.term
-        self._read_round += 1
+        self._read_round_pending = True
         for ctx, src in requests:
-            self._read_only.add(ctx, self.log.commit_index, self._read_round, src)
-        self.broadcast_append(send_if_empty=True)
-        self._maybe_confirm_reads()
+            self._read_only.add(ctx, self.log.commit_index, self._read_round + 1, src)
+        assert self._read_only.queue[-1].round == self._read_round + 1
 
     def _maybe_confirm_reads(self) -> None:
         if self.role is not Role.LEADER or not self._read_only.queue:
