@@ -12,14 +12,13 @@ from typing import Final, Protocol, runtime_checkable
 
 from mox.consensus.raft.messages import (
     CONFIG,
+    READ_MESSAGE_TYPES,
     AppendEntries,
     AppendEntriesResponse,
     Entry,
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
-    ReadIndex,
-    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
 )
@@ -117,7 +116,7 @@ class UntracedMessage(ValueError):
 def is_traced(msg: Message) -> bool:
     """Whether `msg` is a message of specs/raft/Raft.tla (read-index messages are not: reads
     are checked on client histories, so a trace writer skips every event about them)."""
-    return not isinstance(msg, ReadIndex | ReadIndexResponse)
+    return not isinstance(msg, READ_MESSAGE_TYPES)
 
 
 def message_to_trace(msg: Message) -> dict[str, object]:
@@ -126,7 +125,7 @@ def message_to_trace(msg: Message) -> dict[str, object]:
     Payloads (commands, snapshot data) are left out: the spec does not model them. Raises
     UntracedMessage (a ValueError) for a message outside the spec (see `is_traced`).
     """
-    if isinstance(msg, ReadIndex | ReadIndexResponse):
+    if not is_traced(msg):
         raise UntracedMessage(f"{type(msg).__name__} is not a message of the spec")
     out: dict[str, object] = {"type": type(msg).__name__, "src": msg.src, "dst": msg.dst, "term": msg.term}
     if isinstance(msg, AppendEntries):
