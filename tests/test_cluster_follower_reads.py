@@ -15,9 +15,30 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from test_cluster_support import ProcCluster, bootstrap_tenant, request, wait_for_leader
+from test_cluster_support import ProcCluster, bootstrap_tenant, health, request, wait_for_leader
 
 from checker.lin import HistoryRecorder, check_kv
+
+
+async def _wait_for_followers(
+    session: aiohttp.ClientSession, cluster: ProcCluster, followers: list[int], leader: int
+) -> None:
+    """Until every follower serves its API and knows the leader (a process that started
+    late has no leader yet, and would rightly answer 503 NO_LEADER)."""
+    deadline = time.monotonic() + 30
+    for follower in followers:
+        while True:
+            status = await health(session, cluster.url(follower))
+            if status is not None and status.get("leaderId") == leader:
+                break
+            assert time.monotonic() < deadline, (follower, status)
+            await asyncio.sleep(0.05)
+
+
+# Bounds on the concurrent phase's history, so that the linearizability check stays quick
+# (one register per talent, each checked on its own).
+TALENTS = 4
+OPS_PER_CLIENT_MAX = 80
 
 
 def _forwarded_count(metrics_text: str) -> float:
@@ -31,13 +52,16 @@ async def _reader(
     session: aiohttp.ClientSession,
     urls: list[str],
     headers: dict[str, str],
-    talent: str,
+    talents: list[str],
     index: int,
     deadline_s: float,
     history: HistoryRecorder,
 ) -> None:
     rng = random.Random(index)
-    while time.monotonic() < deadline_s:
+    for _ in range(OPS_PER_CLIENT_MAX):
+        if time.monotonic() >= deadline_s:
+            return
+        talent = rng.choice(talents)
         op = history.invoke(index, "read", talent, None, time.monotonic_ns())
         try:
             async with session.get(
@@ -56,13 +80,14 @@ async def _writer(
     session: aiohttp.ClientSession,
     url: str,
     headers: dict[str, str],
-    talent: str,
+    talents: list[str],
     deadline_s: float,
     history: HistoryRecorder,
 ) -> None:
-    n = 0
-    while time.monotonic() < deadline_s:
-        n += 1
+    for n in range(1, OPS_PER_CLIENT_MAX + 1):
+        if time.monotonic() >= deadline_s:
+            return
+        talent = talents[n % len(talents)]
         value = f"w{n}"
         op = history.invoke("writer", "write", talent, value, time.monotonic_ns())
         try:
@@ -88,6 +113,7 @@ def test_followers_serve_linearizable_reads(tmp_path: Path) -> None:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             leader, _term = await wait_for_leader(session, cluster, cluster.ids)
             followers = [n for n in cluster.ids if n != leader]
+            await _wait_for_followers(session, cluster, followers, leader)
             key = await bootstrap_tenant(session, cluster.url(leader), "freads")
             headers = {"Authorization": f"Bearer {key}"}
             status, body = await request(
@@ -123,13 +149,25 @@ def test_followers_serve_linearizable_reads(tmp_path: Path) -> None:
                     assert _forwarded_count(await response.text()) == 0.0
 
             # Concurrent writes at the leader, linearizable reads at the followers.
+            initial = {talent: "v20"}
+            for n in range(1, TALENTS):
+                status, body = await request(
+                    session,
+                    "POST",
+                    f"{cluster.url(leader)}/api/talents",
+                    json={"displayName": "init"},
+                    headers={**headers, "Idempotency-Key": f"create-{n}"},
+                )
+                assert status == 201, body
+                initial[body["id"]] = "init"
+            talents = sorted(initial)
             history = HistoryRecorder()
             deadline_s = time.monotonic() + 3.0
             urls = [cluster.url(n) for n in followers]
             await asyncio.gather(
-                _writer(session, cluster.url(leader), headers, talent, deadline_s, history),
+                _writer(session, cluster.url(leader), headers, talents, deadline_s, history),
                 *(
-                    _reader(session, urls, headers, talent, i, deadline_s, history)
+                    _reader(session, urls, headers, talents, i, deadline_s, history)
                     for i in range(4)
                 ),
             )
@@ -139,7 +177,7 @@ def test_followers_serve_linearizable_reads(tmp_path: Path) -> None:
                 op for op in history.operations if op.kind == "read" and op.status == "ok"
             ]
             assert len(reads_ok) >= 20, counts
-            result = check_kv(history.operations, initial={talent: "v20"})
+            result = check_kv(history.operations, initial=initial)
             assert result.ok is True, result.explanation
 
             # No leader left: the surviving follower answers 503 (never a stale 200).
