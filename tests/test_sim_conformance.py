@@ -31,7 +31,7 @@ def _write_traces(directory: Path, seeds: range, faults: str) -> list[Path]:
 
 @pytest.mark.slow
 def test_simulated_traces_with_every_fault_are_accepted_by_tlc(tmp_path: Path) -> None:
-    paths = _write_traces(tmp_path, range(50, 56), "all")
+    paths = _write_traces(tmp_path, range(56, 62), "all")
     actions = set()
     for path in paths:
         for line in path.read_text().splitlines()[1:]:

@@ -15,8 +15,11 @@ Theory of operation:
 * `Idempotency-Key` maps to a state machine session (client id = hash of the key, seq 1),
   with a fingerprint of method, path and body: a retry of the same request is applied
   once and answered with the first result; the same key on a different request is a 422.
-* Reads are local. `?consistency=linearizable` (the default) goes through the node's read
-  index; `?consistency=stale` reads this replica's applied state.
+* Reads are local, on every node, and never forwarded. `?consistency=linearizable` (the
+  default) goes through the node's read index (a follower asks its leader for the index,
+  then answers from its own state once applied up to it); `?consistency=stale` reads this
+  replica's applied state. A read index that cannot be had (no leader, leadership lost) is a
+  503 with the leader hint when one is known.
 * Every error is an RFC 7807 problem (problems.py); an unexpected exception is logged with
   its traceback and answered with a bare 500 problem, never a traceback.
 """
@@ -92,6 +95,9 @@ __all__ = [
 REQUEST_BODY_MAX_BYTES: Final = 1024 * 1024
 FORWARDED_HEADER: Final = "X-Mox-Forwarded-By"
 LEADER_HEADER: Final = "X-Mox-Leader"
+# Request key: this request's API key was looked up through the read index, so this node's
+# applied state already covers every write acknowledged before the request began.
+_STATE_FRESH: Final = "mox.state_fresh"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 IDEMPOTENCY_KEY_MAX_CHARS: Final = 255
 REQUEST_ID_RE: Final = re.compile(r"[0-9A-Za-z._:-]{1,128}")
@@ -425,7 +431,7 @@ class _Api:
                     encode_query(tenant_id, body), linearizable=linearizable
                 )
         except NotLeader as exc:
-            raise _NotLeaderHere(exc.leader_id) from None
+            raise self._read_refused(exc.leader_id) from None
         except RequestError as exc:
             raise ApiProblem(503, "UNAVAILABLE", str(exc), headers={"Retry-After": "1"}) from None
         except TimeoutError:
@@ -433,6 +439,25 @@ class _Api:
                 503, "TIMEOUT", f"no answer within {self.timeout_s} s", headers={"Retry-After": "1"}
             ) from None
         return decode_result(raw_result)
+
+    def _read_refused(self, leader_id: int | None) -> ApiProblem:
+        """A linearizable read this node could not get a read index for: 503, retry (here,
+        or at the leader the hint names)."""
+        retry = {"Retry-After": "1"}
+        leader_url = None
+        if leader_id is not None and leader_id != self.node_id:
+            leader_url = self._leader_url(leader_id)
+        if leader_url is None:
+            return ApiProblem(
+                503, "NO_LEADER", "no leader to confirm a linearizable read; retry shortly", headers=retry
+            )
+        return ApiProblem(
+            503,
+            "NOT_LEADER",
+            f"node {self.node_id} could not confirm a linearizable read; retry, or try {leader_url}",
+            headers={**retry, LEADER_HEADER: leader_url},
+            extra={"leader": leader_url},
+        )
 
     @staticmethod
     def _ok(result: Result) -> Any:
@@ -444,11 +469,13 @@ class _Api:
 
     @staticmethod
     def _consistency(request: web.Request) -> bool:
-        """True for a linearizable read (the default), False for `?consistency=stale`."""
+        """True for a linearizable read (the default), False for `?consistency=stale`, and
+        False too when authentication already went through the read index (the local state
+        it waited for is fresh enough: reading it now is linearizable)."""
         value = request.query.get("consistency", "linearizable")
         if value not in ("linearizable", "stale"):
             raise validation("consistency", "must be linearizable or stale")
-        return value == "linearizable"
+        return value == "linearizable" and not request.get(_STATE_FRESH, False)
 
     @staticmethod
     async def _body(request: web.Request, type_: type[Any]) -> Any:
@@ -508,11 +535,19 @@ class _Api:
                 headers=challenge,
             )
         tenant_id, key_id, secret = parsed
-        # A stale local read is enough for a key this replica knows; one it does not know
-        # (just issued, not yet applied here) is looked up again through the read index.
-        result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=False)
-        if not result.ok:
+        if request.method in ("GET", "HEAD") and request.query.get("consistency") != "stale":
+            # A linearizable read, on any node: the key is looked up through the read index
+            # (a key revoked before the request began is seen revoked, even on a follower
+            # that has not applied the revocation yet), and the read itself is then served
+            # from the local state that lookup waited for: one read index per request.
             result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=True)
+            request[_STATE_FRESH] = True
+        else:
+            # A stale local read is enough for a key this replica knows; one it does not
+            # know (just issued, not yet applied here) is looked up through the read index.
+            result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=False)
+            if not result.ok:
+                result = await self._query(tenant_id, GetApiKey(key_id=key_id), linearizable=True)
         if not result.ok:
             raise ApiProblem(
                 401, "UNAUTHENTICATED", "unknown API key", field="Authorization", headers=challenge

@@ -335,6 +335,11 @@ class Node:
         self._reads_by_ctx: dict[bytes, _Read] = {}
         self._reads_ready: list[_Read] = []
         self._read_ctx = itertools.count(1)
+        # Read contexts are unique across restarts too: a follower's leader may answer a
+        # read the previous incarnation asked, and that answer (an older index) must not
+        # serve a newer read that reused its number. The opening time tells incarnations
+        # apart without drawing from the rng (which times elections).
+        self._read_ctx_prefix = (clock.wall_ns() & (2**64 - 1)).to_bytes(8, "big")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -470,6 +475,9 @@ class Node:
             max_batch_size=config.max_batch_size,
             max_message_size_bytes=config.max_message_size_bytes,
             snapshot_threshold=config.snapshot_threshold_entries,
+            # A leader that has not answered a follower's read within an election timeout
+            # is likely gone: fail the read so the client retries elsewhere.
+            read_timeout_ticks=config.election_timeout_ticks_max,
         )
         timeout_range = [config.election_timeout_ticks_min, config.election_timeout_ticks_max]
         timeouts = _timeouts(rng, timeout_range)
@@ -547,8 +555,11 @@ class Node:
     async def read(self, query: bytes, *, linearizable: bool = True) -> bytes:
         """Answer `query` from the state machine.
 
-        Linearizable (default): a read index round on the leader, answered once this node
-        has applied up to it; a follower raises NotLeader. Stale: from the local state now.
+        Linearizable (default): a read index round on the leader (a follower asks its
+        leader for the index), answered here once this node has applied up to it. Raises
+        NotLeader if no leader is known, or if the read failed (leadership lost, the
+        leader's read queue full, no answer in time): nothing was read, retry. Stale: from
+        the local state now.
         A read that meets damaged data stops the node (see the module doc) and raises
         NodeStopped: it never returns unverified bytes.
         """
@@ -560,11 +571,11 @@ class Node:
             except STORAGE_FAULTS as exc:
                 self.fail_stop(exc, during="stale read")
                 raise NodeStopped(self.node_id) from None
-        if not self.is_leader:
-            raise NotLeader(self.node_id, self.leader_id)
+        if self.leader_id is None:
+            raise NotLeader(self.node_id, None)
         if len(self._reads_by_ctx) + len(self._reads_to_start) >= self.config.pending_requests_max:
             raise Overloaded(self.node_id, self.config.pending_requests_max)
-        ctx = next(self._read_ctx).to_bytes(8, "big")
+        ctx = self._read_ctx_prefix + next(self._read_ctx).to_bytes(8, "big")
         read = _Read(query, asyncio.get_running_loop().create_future())
         self._reads_to_start.append((ctx, read))
         self._wake.set()

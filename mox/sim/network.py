@@ -31,7 +31,8 @@ from mox.io.interfaces import NodeId, Random, Receiver
 
 __all__ = ["NetworkFaults", "NetworkStats", "SimEndpoint", "SimNetwork"]
 
-# A decoded message as a trace `msg` object, or None if the payload does not decode.
+# A decoded message as a trace `msg` object, or None if the payload is no message of the
+# spec (the read-index messages, or bytes that do not decode): then no event is traced.
 Describe = Callable[[bytes], "dict[str, Any] | None"]
 # Receives one trace event (without `i`/`t_ns`: the node's trace wrapper adds those).
 TraceEmit = Callable[["dict[str, Any]"], None]
@@ -301,8 +302,11 @@ class SimNetwork:
     def _emit(self, action: str, packet: _Packet, reason: str | None) -> None:
         if self._trace is None:
             return
-        msg = self._describe(packet.payload) if self._describe is not None else None
-        if msg is None:
+        if self._describe is not None:
+            msg = self._describe(packet.payload)
+            if msg is None:
+                return  # the spec has no such message: it cannot lose or duplicate it
+        else:
             msg = {"src": packet.src, "dst": packet.dst, "size_bytes": len(packet.payload)}
         event: dict[str, Any] = {"node": packet.dst, "action": action, "msg": msg}
         if reason is not None:

@@ -6,6 +6,11 @@ machine's sessions dedupe it). A write sets one talent's `displayName` to a valu
 in the run; a read gets the talent and returns its `displayName`. The talent ids are the
 keys of the key-value history the linearizability checker reads.
 
+Some linearizable reads (`any_node_read_fraction`) go to a random running node, leader or
+follower (a follower serves them through the leader's read index), so the linearizability
+check covers follower reads; every attempt of such a read picks a node afresh. The others
+go to the leader, as writes do.
+
 Retry policy: an attempt that is refused (`NotLeader`, `Overloaded`) definitely did not
 apply, so it is retried at the leader the refusal named (or a random running node); an
 attempt that timed out, or whose proposal was dropped, or whose node crashed, may have
@@ -64,6 +69,9 @@ class WorkloadConfig:
     keys: int = 3
     write_fraction: float = 0.5
     stale_read_fraction: float = 0.15
+    # Of the linearizable reads, the fraction sent to a random node (a follower two times in
+    # three on three nodes); the others go to the leader the client knows.
+    any_node_read_fraction: float = 0.5
     think_time_ms_max: float = 30.0
     attempt_timeout_s: float = 1.0
     attempts_max: int = 6
@@ -219,9 +227,12 @@ class Workload:
 
     async def _read(self, client: str, key: str) -> None:
         query = encode_query(TENANT_ID, GetTalent(talent_id=key))
+        any_node = self._rng.random() < self.config.any_node_read_fraction
         op = self.history.invoke(client, "read", key, None, self._now_ns())
         try:
-            raw = await self._attempts(client, lambda node: node.read(query, linearizable=True))
+            raw = await self._attempts(
+                client, lambda node: node.read(query, linearizable=True), any_node=any_node
+            )
         except _AttemptsExhausted:
             # A read changes nothing: failed and unknown are the same to the checker.
             self.history.fail(op, self._now_ns())
@@ -274,14 +285,18 @@ class Workload:
                 return node_id
         return None
 
-    async def _attempts(self, client: str, call: Callable[[NodeApi], Any]) -> bytes:
+    async def _attempts(
+        self, client: str, call: Callable[[NodeApi], Any], *, any_node: bool = False
+    ) -> bytes:
+        """`call` at the leader this client guesses (or, `any_node`, at a random running
+        node), retried as the module docstring says."""
         config = self.config
         maybe_applied = False
         for attempt in range(config.attempts_max):
             if attempt > 0:
                 self.stats.retries += 1
                 await asyncio.sleep(config.retry_backoff_ms * (1 + self._rng.random()) / 1000.0)
-            target = self._leader_guess.get(client)
+            target = None if any_node else self._leader_guess.get(client)
             node = self._cluster.running_node(target) if target is not None else None
             if node is None:
                 target = self._random_running()
@@ -292,18 +307,22 @@ class Workload:
             try:
                 raw: bytes = await asyncio.wait_for(call(node), config.attempt_timeout_s)
             except NotLeader as exc:
-                self._leader_guess[client] = exc.leader_id
+                if not any_node:
+                    self._leader_guess[client] = exc.leader_id
                 continue
             except Overloaded:
                 continue
             except RequestError as exc:
                 maybe_applied = maybe_applied or exc.maybe_applied
-                self._leader_guess[client] = None
+                if not any_node:
+                    self._leader_guess[client] = None
                 continue
             except TimeoutError:
                 maybe_applied = True
-                self._leader_guess[client] = None
+                if not any_node:
+                    self._leader_guess[client] = None
                 continue
-            self._leader_guess[client] = target
+            if not any_node:
+                self._leader_guess[client] = target
             return raw
         raise _AttemptsExhausted(maybe_applied)

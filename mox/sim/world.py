@@ -248,6 +248,8 @@ class World:
         )
         self.faults_injected: dict[str, int] = {}
         self._restart_tasks: dict[int, asyncio.Task[None]] = {}
+        # Nodes being opened now: a restart task and the healing may both start a node.
+        self._starting: set[int] = set()
         self._phase_over: asyncio.Event | None = None
         self._steps_since_prefix_check = 0
         self.steps = 0
@@ -500,11 +502,14 @@ class World:
         return LsmOptions(memtable_size_bytes=256 * 1024, verify_blocks_on_open=True)
 
     async def _start_node(self, node_id: int) -> None:
+        if node_id in self._starting:
+            return  # another task is opening it (a restart racing the healing): one instance
         assert self.nodes[node_id] is None
         if node_id in self.failed:
             return  # fail-stopped on damaged data: stays down (no repair yet)
         disk = self.disks[node_id]
         endpoint = self.network.endpoint(node_id)
+        self._starting.add(node_id)
         try:
             node = await Node.open(
                 self._node_config(node_id),
@@ -525,6 +530,8 @@ class World:
             endpoint.close_now()
             self._violate("recovery", node_id, f"node {node_id} failed to open: {exc!r}")
             raise _Stop() from exc
+        finally:
+            self._starting.discard(node_id)
         self.nodes[node_id] = node
         node.on_send = self._on_send
         if self._storm_range_ticks is not None and not self._healing:

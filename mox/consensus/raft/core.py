@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final, Literal
 
 import msgspec
@@ -43,6 +43,7 @@ from mox.consensus.raft.messages import (
     NO_VOTE,
     NOOP,
     NORMAL,
+    READ_CTX_SIZE_BYTES_MAX,
     AppendEntries,
     AppendEntriesResponse,
     Entry,
@@ -52,13 +53,15 @@ from mox.consensus.raft.messages import (
     Message,
     PreVote,
     PreVoteResponse,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
     entry_size_bytes,
 )
 from mox.consensus.raft.quorum import committed_index, is_quorum
-from mox.consensus.raft.read_only import ReadOnly, ReadState
+from mox.consensus.raft.read_only import LOCAL_READ, ForwardedReads, ReadOnly, ReadState
 from mox.consensus.raft.trace import TraceSink, message_to_trace, tracing_enabled
 from mox.consensus.raft.tracker import Progress, ProgressState
 
@@ -130,6 +133,8 @@ class RaftConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_uncommitted_entries: int = 8192
     # Read-index requests waiting for confirmation; more fail at once.
     max_pending_reads: int = 1024
+    # A follower's read asked of its leader fails after this many ticks without an answer.
+    read_timeout_ticks: int = 100
     # Committed entries handed out per Ready.
     max_apply_entries: int = 1024
     # An election starts with a pre-vote: the term goes up only once a quorum would vote, so a
@@ -158,6 +163,7 @@ class RaftConfig(msgspec.Struct, frozen=True, kw_only=True):
             "max_uncommitted_entries",
             "max_pending_reads",
             "max_apply_entries",
+            "read_timeout_ticks",
         )
         for name in positive:
             value = getattr(self, name)
@@ -278,6 +284,13 @@ class RaftCore:
         self._leader_start_next_index = 1
         self._read_only = ReadOnly(config.max_pending_reads)
         self._read_round = 0
+        # Reads are queued for round _read_round + 1, whose heartbeats leave at the next
+        # ready(): every read asked until then shares one round (one message per follower).
+        self._read_round_pending = False
+        # A follower's reads asked of its leader (read index at the follower).
+        self._forwarded = ForwardedReads(config.max_pending_reads, config.read_timeout_ticks)
+        # Ticks since construction: the clock of forwarded reads' timeouts.
+        self._ticks = 0
         # (index, term) of a config entry this node appended as leader removing itself.
         self._self_removal: tuple[int, int] | None = None
         # This node, outside its own configuration, denied a vote to a less up-to-date log.
@@ -349,6 +362,11 @@ class RaftCore:
 
     def tick(self) -> None:
         """One logical clock tick: a leader's heartbeat timer, else the election timer."""
+        self._ticks += 1
+        if self._forwarded.pending:
+            self._read_states.extend(self._forwarded.expire(self._ticks))
+            if self.role is Role.FOLLOWER and self.leader_id != 0:
+                self._forwarded.resend_due(self._ticks)
         if self.role is Role.LEADER:
             if self.cfg.check_quorum:
                 self._election_elapsed_ticks += 1
@@ -461,6 +479,10 @@ class RaftCore:
 
     def step(self, msg: Message) -> None:
         """Handles one message from another node. Never raises for bad input."""
+        if isinstance(msg, ReadIndex | ReadIndexResponse):
+            # Outside the spec: no term update, no trace event (see step_read).
+            self.step_read(msg)
+            return
         reason = self._check_message(msg)
         if reason is not None:
             self._reject(reason, msg)
@@ -644,16 +666,37 @@ class RaftCore:
         """Requests a linearizable read; the answer comes in a later Ready's read_states.
 
         A leader records its commit index (once it has committed an entry of its term) and
-        confirms its leadership with a heartbeat round to a quorum. Anything else answers
-        ReadState(ctx, None) at once: the runtime forwards the read to `leader_id` or retries.
+        confirms its leadership with a heartbeat round to a quorum. A follower that knows a
+        leader asks it for that index (ReadIndex, answered by ReadIndexResponse) and hands the
+        answer out; it fails the read (index None) if it loses that leader or gets no answer
+        within read_timeout_ticks. Anything else (a candidate, a follower without a leader, a
+        full queue) answers ReadState(ctx, None) at once: retry later or elsewhere.
+        `ctx` identifies the read: at most READ_CTX_SIZE_BYTES_MAX bytes (else ValueError);
+        on a follower, a ctx still pending there fails at once (None), so make ctxs unique.
         """
+        if not isinstance(ctx, bytes) or len(ctx) > READ_CTX_SIZE_BYTES_MAX:
+            raise ValueError(f"read_index: ctx must be at most {READ_CTX_SIZE_BYTES_MAX} bytes, got {ctx!r:.80}")
+        if self.role is Role.FOLLOWER and self.leader_id != 0:
+            self._forward_read(ctx)
+            return
         if self.role is not Role.LEADER or self._read_only.is_full():
             self._read_states.append(ReadState(ctx, None))
             return
         if self.log.term_at(self.log.commit_index) != self.term:
-            self._read_only.waiting_for_commit.append(ctx)
+            self._read_only.waiting_for_commit.append((ctx, LOCAL_READ))
             return
-        self._start_read_round([ctx])
+        self._start_read_round([(ctx, LOCAL_READ)])
+
+    def _forward_read(self, ctx: bytes) -> None:
+        """A follower's read: asked of its leader at the next ready() (one ReadIndex for all
+        the reads asked until then); answered by a ReadIndexResponse (see step_read)."""
+        assert self.role is Role.FOLLOWER and self.leader_id != 0
+        forwarded = self._forwarded
+        # A ctx already asked would make its answer ambiguous: that read fails instead.
+        if ctx in forwarded.pending or forwarded.is_full():
+            self._read_states.append(ReadState(ctx, None))
+            return
+        forwarded.add(ctx, self.leader_id, self.term, self._ticks)
 
     def compact(self, index: int, data: bytes) -> bool:
         """Spec Snapshot: the state machine has a snapshot at `index`; drop the log up to it.
@@ -684,6 +727,8 @@ class RaftCore:
             or self._msgs_now
             or self._msgs_after
             or self._read_states
+            or self._read_round_pending
+            or self._forwarded.unsent
             or self._pending_install is not None
             or log.stable_index < log.last_index()
             or log.applied_index < log.commit_index
@@ -693,11 +738,29 @@ class RaftCore:
     def ready(self) -> Ready:
         """What to persist, send and apply now. Call `advance(rd)` before the next `ready()`."""
         assert self._outstanding is None, "ready() called again before advance()"
+        if self._read_round_pending:
+            self._read_round_pending = False
+            assert self.role is Role.LEADER  # stepping down clears it
+            # The round becomes visible only now: every AppendEntries that carries it leaves
+            # after all of its reads were queued, so an acknowledgement proves leadership
+            # after each of them arrived (an earlier message could be acknowledged before).
+            self._read_round += 1
+            self.broadcast_append(send_if_empty=True)
+            # That broadcast offered every follower its entries and the commit index.
+            self._append_pending = False
+            self._commit_broadcast_pending = False
+            self._maybe_confirm_reads()
         if self._append_pending or self._commit_broadcast_pending:
             if self.role is Role.LEADER:
                 self.broadcast_append(send_if_empty=self._commit_broadcast_pending)
             self._append_pending = False
             self._commit_broadcast_pending = False
+        if self._forwarded.unsent:
+            # Losing the leader fails (and unqueues) every forwarded read: these are for it.
+            assert self.role is Role.FOLLOWER and self.leader_id != 0
+            ctxs = self._forwarded.take_unsent()
+            # Not through _send: it depends on nothing durable and is no spec message.
+            self._msgs_now.append(ReadIndex(self.term, self.id, self.leader_id, ctxs))
         log = self.log
         hard: HardState | None = None
         if (self.term, self.voted_for, log.commit_index) != self._persisted:
@@ -758,9 +821,13 @@ class RaftCore:
     def become_follower(self, term: int, leader_id: int) -> None:
         """Follower of `term` (a higher term forgets the vote: spec UpdateTerm)."""
         assert term >= self.term
+        old_term = self.term
         if term > self.term:
             self.term = term
             self.voted_for = NO_VOTE
+        if term > old_term or leader_id != self.leader_id:
+            # The leader the forwarded reads were asked of is gone (or was never confirmed).
+            self._read_states.extend(self._forwarded.fail_all())
         was_leader = self.role is Role.LEADER
         self.role = Role.FOLLOWER
         self.leader_id = leader_id
@@ -770,7 +837,9 @@ class RaftCore:
             self._append_pending = False
             self._commit_broadcast_pending = False
             self._progress.clear()
-            self._read_states.extend(self._read_only.fail_all())
+            self._read_round_pending = False
+            failed = [(ctx, src, None) for ctx, src in self._read_only.fail_all()]
+            self._answer_reads(failed, old_term)
         self._reset_election_timer()
 
     def become_pre_candidate(self) -> None:
@@ -780,6 +849,8 @@ class RaftCore:
         assert self.cfg.pre_vote
         self.role = Role.PRE_CANDIDATE
         self.leader_id = 0
+        # No leader to ask any more: forwarded reads fail, as on becoming a candidate.
+        self._read_states.extend(self._forwarded.fail_all())
         self._votes_responded = {self.id}
         self._votes_granted = {self.id}
         self._reset_election_timer()
@@ -800,6 +871,7 @@ class RaftCore:
         self.voted_for = self.id
         self.role = Role.CANDIDATE
         self.leader_id = 0
+        self._read_states.extend(self._forwarded.fail_all())
         self._votes_responded = {self.id}
         self._votes_granted = {self.id}
         self._reset_election_timer()
@@ -819,6 +891,7 @@ class RaftCore:
             if node != self.id
         }
         self._read_round = 0
+        assert not self._read_round_pending
         self._heartbeat_elapsed_ticks = 0
         # The check-quorum period starts now.
         self._election_elapsed_ticks = 0
@@ -1155,14 +1228,15 @@ class RaftCore:
             # however many responses advanced it meanwhile.
             self._commit_broadcast_pending = True
 
-    def _start_read_round(self, ctxs: list[bytes]) -> None:
+    def _start_read_round(self, requests: list[tuple[bytes, int]]) -> None:
+        """Queues `requests` ((ctx, src): LOCAL_READ or the follower that asked) at the
+        commit index, for the heartbeat round that the next ready() starts."""
         assert self.role is Role.LEADER
         assert self.log.term_at(self.log.commit_index) == self.term
-        self._read_round += 1
-        for ctx in ctxs:
-            self._read_only.add(ctx, self.log.commit_index, self._read_round)
-        self.broadcast_append(send_if_empty=True)
-        self._maybe_confirm_reads()
+        self._read_round_pending = True
+        for ctx, src in requests:
+            self._read_only.add(ctx, self.log.commit_index, self._read_round + 1, src)
+        assert self._read_only.queue[-1].round == self._read_round + 1
 
     def _maybe_confirm_reads(self) -> None:
         if self.role is not Role.LEADER or not self._read_only.queue:
@@ -1175,7 +1249,101 @@ class RaftCore:
             return self._progress_of(node).read_round_acked
 
         confirmed = committed_index(self.log.config(), acked)
-        self._read_states.extend(self._read_only.pop_confirmed(confirmed))
+        answers = [(r.ctx, r.src, r.index) for r in self._read_only.pop_confirmed(confirmed)]
+        self._answer_reads(answers, self.term)
+
+    def _answer_reads(self, answers: Sequence[tuple[bytes, int, int | None]], term: int) -> None:
+        """Hands out (ctx, src, index) answers of a leader's read queue: its own reads as
+        read states, a follower's in one ReadIndexResponse per (follower, index) of `term`."""
+        by_dst: dict[tuple[int, int | None], list[bytes]] = {}
+        for ctx, src, index in answers:
+            if src == LOCAL_READ:
+                self._read_states.append(ReadState(ctx, index))
+            else:
+                by_dst.setdefault((src, index), []).append(ctx)
+        for (dst, index), ctxs in by_dst.items():
+            assert dst != self.id
+            self._msgs_now.append(ReadIndexResponse(term, self.id, dst, ctxs, index))
+
+    # -- read index at a follower (not in the spec: never traced) ------------------------------
+
+    def step_read(self, msg: ReadIndex | ReadIndexResponse) -> None:
+        """A read-index message. Only one of the current term counts: an older one is stale
+        (dropped), a newer one no correct peer sends (it asks or answers in the term the
+        asker knows its leader in). No term update, so the spec's state never changes here."""
+        reason = self._check_read_message(msg)
+        if reason is not None:
+            self._reject(reason, msg)
+            return
+        if msg.term < self.term:
+            return
+        if isinstance(msg, ReadIndex):
+            self.handle_read_index(msg)
+        else:
+            self.handle_read_index_response(msg)
+        self._assert_invariants()
+
+    def handle_read_index(self, m: ReadIndex) -> None:
+        """A follower's reads: queued as this leader's own, answered once confirmed."""
+        assert m.term == self.term
+        if self.role is not Role.LEADER:
+            # It thinks this node leads (this node stepped down or restarted): refuse now.
+            self._msgs_now.append(ReadIndexResponse(self.term, self.id, m.src, list(m.ctxs), None))
+            return
+        free_count = self._read_only.free_count()
+        accepted = [(ctx, m.src) for ctx in m.ctxs[:free_count]]
+        refused = m.ctxs[free_count:]
+        if refused:
+            self._msgs_now.append(ReadIndexResponse(self.term, self.id, m.src, list(refused), None))
+        if not accepted:
+            return
+        if self.log.term_at(self.log.commit_index) != self.term:
+            self._read_only.waiting_for_commit.extend(accepted)
+        else:
+            self._start_read_round(accepted)
+        assert self._read_only.pending_count() <= self._read_only.max_pending
+
+    def handle_read_index_response(self, m: ReadIndexResponse) -> None:
+        """The leader's answer to this follower's ReadIndex: read states for the reads."""
+        assert m.term == self.term
+        if m.src != self.leader_id:
+            self._reject("read_response_not_from_leader", m)
+            return
+        unknown_count = 0
+        for ctx in m.ctxs:
+            if self._forwarded.answer(ctx, m.src, m.term):
+                self._read_states.append(ReadState(ctx, m.index))
+            else:
+                # Answered already (a duplicate), expired, or never asked.
+                unknown_count += 1
+        if unknown_count:
+            self._reject("read_response_unknown_ctx", m)
+
+    def _check_read_message(self, msg: ReadIndex | ReadIndexResponse) -> str | None:
+        """Why a read-index message cannot come from a correct peer, or None."""
+        if msg.dst != self.id:
+            return "wrong_dst"
+        if not _is_node_id(msg.src):
+            return "bad_src"
+        if msg.src == self.id:
+            return "from_self"
+        if not _is_node_id(msg.term) or msg.term >= INDEX_LIMIT - 1:
+            return "bad_term"
+        if msg.src not in self._known:
+            return "unknown_src"
+        if msg.term > self.term:
+            return "read_term_ahead"
+        ctxs = msg.ctxs
+        if (
+            not isinstance(ctxs, list)
+            or not ctxs
+            or len(ctxs) > self.cfg.max_pending_reads
+            or not all(isinstance(c, bytes) and len(c) <= READ_CTX_SIZE_BYTES_MAX for c in ctxs)
+        ):
+            return "bad_read_ctxs"
+        if isinstance(msg, ReadIndexResponse) and msg.index is not None and not _is_nat(msg.index):
+            return "bad_read_index"
+        return None
 
     def _send(self, msg: Message) -> None:
         if isinstance(msg, _RESPONSE_TYPES) or (self.term, self.voted_for) != self._persisted[:2]:

@@ -149,6 +149,32 @@ class InstallSnapshotResponse(msgspec.Struct, frozen=True, array_like=True, tag=
     match_index: Nat
 
 
+class ReadIndex(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    """A follower asks its leader of `term` for a read index for each of `ctxs` (Raft
+    thesis 6.4, read index at a follower). Not a message of specs/raft/Raft.tla: reads are
+    checked on client histories (checker/lin.py), so no trace event ever names it."""
+
+    term: Nat
+    src: NodeId
+    dst: NodeId
+    ctxs: list[bytes]
+
+
+class ReadIndexResponse(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    """The leader's answer to a ReadIndex, for some or all of its `ctxs`: `index` is the
+    commit index every one of them must wait for, confirmed by a quorum in `term`; None:
+    refused (not leader, read queue full, leadership lost), retry. Not traced (see ReadIndex)."""
+
+    term: Nat
+    src: NodeId
+    dst: NodeId
+    ctxs: list[bytes]
+    index: Nat | None
+
+
+# At most this many bytes per read context (the runtime uses 8).
+READ_CTX_SIZE_BYTES_MAX: Final = 64
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -158,7 +184,11 @@ Message = (
     | InstallSnapshotResponse
     | PreVote
     | PreVoteResponse
+    | ReadIndex
+    | ReadIndexResponse
 )
+# The messages outside specs/raft/Raft.tla: never traced, stepped outside the spec's actions.
+READ_MESSAGE_TYPES: Final = (ReadIndex, ReadIndexResponse)
 MESSAGE_TYPES: Final = (
     RequestVote,
     RequestVoteResponse,
@@ -168,6 +198,8 @@ MESSAGE_TYPES: Final = (
     InstallSnapshotResponse,
     PreVote,
     PreVoteResponse,
+    ReadIndex,
+    ReadIndexResponse,
 )
 
 _encoder: Final = msgspec.msgpack.Encoder()

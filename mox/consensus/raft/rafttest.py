@@ -31,13 +31,15 @@ from mox.consensus.raft.messages import (
     Message,
     PreVote,
     PreVoteResponse,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     SnapshotMeta,
     decode_message,
     encode_message,
 )
-from mox.consensus.raft.trace import ListTraceSink, message_to_trace
+from mox.consensus.raft.trace import ListTraceSink, is_traced, message_to_trace
 
 __all__ = ["InteractionEnv", "MemStorage", "ScenarioError", "SimNode", "format_message"]
 
@@ -262,6 +264,9 @@ class InteractionEnv:
         if self.groups is not None and self.groups.get(msg.src) != self.groups.get(msg.dst):
             self.drop(msg, "partition")
             return
+        if self.recording and not is_traced(msg):
+            # Read-index messages have no trace event: the harness shows their delivery.
+            self.out.append(f"{msg.dst}: receive {format_message(msg)}")
         self.nodes[msg.dst].core.step(decode_message(encode_message(msg)))
 
     def drop(self, msg: Message, reason: str) -> None:
@@ -274,6 +279,12 @@ class InteractionEnv:
         self._network_event("DuplicateMessage", msg, None)
 
     def _network_event(self, action: str, msg: Message, reason: str | None) -> None:
+        if not is_traced(msg):
+            # Outside the spec: shown in a scenario's output, never put in the trace.
+            if self.recording:
+                line = f"{action} {format_message(msg)}"
+                self.out.append(f"{line} ({reason})" if reason else line)
+            return
         if self.sink is None:
             return
         event: dict[str, object] = {"node": msg.dst, "action": action, "msg": message_to_trace(msg)}
@@ -558,6 +569,11 @@ def format_message(msg: Message) -> str:
         return f"{head} {'granted' if msg.vote_granted else 'denied'}"
     if isinstance(msg, InstallSnapshot):
         return f"{head} snap={msg.snapshot_index}@{msg.snapshot_term} config={','.join(map(str, msg.config))}"
+    if isinstance(msg, ReadIndex):
+        return f"{head} ctxs={','.join(c.decode(errors='replace') for c in msg.ctxs)}"
+    if isinstance(msg, ReadIndexResponse):
+        ctxs = ",".join(c.decode(errors="replace") for c in msg.ctxs)
+        return f"{head} ctxs={ctxs} index={msg.index}"
     assert isinstance(msg, InstallSnapshotResponse)
     return f"{head} match={msg.match_index}"
 
