@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
@@ -45,6 +46,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from structlog.typing import FilteringBoundLogger
 
 from mox.api.ids import new_ulid
+from mox.api.limits import RateLimiter
 from mox.api.metrics import ApiMetrics, RuntimeCounters
 from mox.api.openapi import openapi_document
 from mox.api.problems import ApiProblem, from_json_error, problem_from_code, validation
@@ -130,6 +132,9 @@ class NodeApi(Protocol):
 
     def status(self) -> Any: ...
 
+    @property
+    def is_leader(self) -> bool: ...
+
     # Called by the runtime with the duration of each WAL group commit.
     on_wal_sync: Callable[[float], None] | None
 
@@ -197,6 +202,7 @@ class _Api:
         self.node_id = config.cluster.node_id
         self.timeout_s = config.api.request_timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self.write_limiter = RateLimiter(config.limits.max_events_per_second)
 
     # ---------------------------------------------------------------------- middleware
 
@@ -400,6 +406,19 @@ class _Api:
             correlation_id=str(request_id),
             fingerprint=fingerprint,
         )
+        if self.node.is_leader:
+            # The leader sees every write of the cluster: the limit is applied here.
+            wait_s = self.write_limiter.admit()
+            if wait_s > 0:
+                self.metrics.rate_limited.inc()
+                rate = self.write_limiter.rate_per_s
+                raise ApiProblem(
+                    429,
+                    "RATE_LIMITED",
+                    f"the cluster admits at most {rate} writes per second "
+                    f"(limits.max_events_per_second); retry in {wait_s:.3f} s",
+                    headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+                )
         try:
             async with asyncio.timeout(self.timeout_s):
                 raw_result = await self.node.submit(encode_command(command))
@@ -617,6 +636,7 @@ class _Api:
             slug=body.slug,
             name=body.name,
             settings=body.settings,
+            max_tenants=self.config.limits.max_tenants,
             owner_key=NewApiKey(
                 key_id=key_id,
                 secret_sha256=_sha256_hex(secret.encode()),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import msgspec
 from aiohttp import web
@@ -86,9 +86,10 @@ class TooManyConnections(asyncio.Protocol):
     it (a client that is still sending gets the response or a reset, either way no hang)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_REFUSAL)
-        transport.close()
+        # uvloop's transports are not asyncio.Transport instances: typed by cast.
+        stream = cast(asyncio.WriteTransport, transport)
+        stream.write(_REFUSAL)
+        stream.close()
 
     def data_received(self, data: bytes) -> None:
         pass

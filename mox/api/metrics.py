@@ -137,6 +137,16 @@ class ApiMetrics:
             "requests this node forwarded to the leader",
             registry=registry,
         )
+        self.rate_limited = Counter(
+            "mox_http_rate_limited_requests",
+            "writes refused with 429 by limits.max_events_per_second",
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "mox_http_connections_refused",
+            "connections answered 503 and closed by api.max_connections",
+            registry=registry,
+        )
         self.wal_fsync_seconds = Histogram(
             "mox_wal_fsync_duration_seconds",
             "time of one durable WAL write (write + fdatasync)",

@@ -42,6 +42,7 @@ TITLES: Final[dict[int, str]] = {
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Unprocessable request",
+    429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
 }

@@ -10,8 +10,9 @@ Behaviour:
   retrying it after a connection error, a timeout or a 503 is safe: the state machine
   applies it once and answers a retry with the first result.
 * Connection errors, timeouts and 503s are retried up to `retries` times with exponential
-  backoff, moving to the next node each time. Any other error status raises `MoxApiError`
-  at once; so does the last failure when retries run out.
+  backoff, moving to the next node each time. A 429 (the cluster's write rate limit) is
+  retried on the same node after its `Retry-After` (at most BACKOFF_MAX_S). Any other error
+  status raises `MoxApiError` at once; so does the last failure when retries run out.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ __all__ = [
 
 LEADER_HEADER: Final = "X-Mox-Leader"
 RETRYABLE_STATUS: Final = 503
+# Rate limited (limits.max_events_per_second): retried on the same node after Retry-After.
+RATE_LIMITED_STATUS: Final = 429
 BACKOFF_MAX_S: Final = 1.0
 
 T = TypeVar("T")
@@ -57,6 +60,14 @@ class MoxApiError(Exception):
         self.field: str | None = problem.get("field")
         where = f" (field {self.field})" if self.field else ""
         super().__init__(f"{status} {self.code}: {problem.get('detail', '')}{where}")
+
+
+def _retry_after_s(headers: dict[str, str]) -> float:
+    """The Retry-After header in seconds (0 if absent or not a number of seconds)."""
+    try:
+        return max(0.0, float(headers.get("Retry-After", "0")))
+    except ValueError:
+        return 0.0
 
 
 def _idempotency_key() -> str:
@@ -166,9 +177,12 @@ class MoxClient:
         if method not in ("GET", "HEAD"):
             sent["Idempotency-Key"] = idempotency_key or _idempotency_key()
         last: MoxApiError | None = None
+        retry_after_s = 0.0
         for attempt in range(self.retries + 1):
             if attempt > 0:
-                await asyncio.sleep(min(BACKOFF_MAX_S, self.backoff_s * 2 ** (attempt - 1)))
+                backoff_s = min(BACKOFF_MAX_S, self.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(max(backoff_s, retry_after_s))
+                retry_after_s = 0.0
             url = self._pick(prefer_leader)
             try:
                 async with self._session.request(
@@ -193,6 +207,10 @@ class MoxClient:
                 self.leader_url = leader.rstrip("/")
             elif status < 500 and method not in ("GET", "HEAD"):
                 self.leader_url = url  # it applied the write itself: it leads
+            if status == RATE_LIMITED_STATUS:
+                last = MoxApiError(status, _problem(status, payload))
+                retry_after_s = min(BACKOFF_MAX_S, _retry_after_s(response_headers))
+                continue
             if status == RETRYABLE_STATUS:
                 last = MoxApiError(status, _problem(status, payload))
                 hint = last.problem.get("leader")

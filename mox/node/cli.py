@@ -255,6 +255,8 @@ async def serve(
     from prometheus_client import CollectorRegistry
 
     from mox.api import create_app
+    from mox.api.app import METRICS
+    from mox.api.limits import serve_limited
     from mox.io.real import RealClock, RealFileSystem, RealRandom
     from mox.io.tcp import ListenError, TcpTransport
     from mox.node.runtime import Node
@@ -286,6 +288,7 @@ async def serve(
     )
     node: Node | None = None
     runner: web.AppRunner | None = None
+    api_server: asyncio.Server | None = None
     failure: BaseException | None = None
     storage_fault: StorageFaultError | None = None
     try:
@@ -322,8 +325,15 @@ async def serve(
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         host, port = config.api.host, config.api.port
+        metrics = app[METRICS]
         try:
-            await web.TCPSite(runner, host, port).start()
+            api_server = await serve_limited(
+                runner,
+                host,
+                port,
+                config.api.max_connections,
+                on_refused=metrics.connections_refused.inc,
+            )
         except OSError as exc:
             raise ConfigError(
                 "api.bind_address", f"cannot listen on {host}:{port}: {exc.strerror}"
@@ -351,6 +361,9 @@ async def serve(
     finally:
         if watcher is not None:
             watcher.cancel()
+        if api_server is not None:
+            api_server.close()
+            await api_server.wait_closed()
         if runner is not None:
             await runner.cleanup()
         if node is None:
