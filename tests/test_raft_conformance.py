@@ -86,7 +86,8 @@ def random_trace(seed: int, steps: int = 500, membership: bool = False) -> Trace
             if upper > core.snapshot_meta.index:
                 assert node.compact(upper)
         elif roll < 0.98 or not membership:
-            node.core.read_index(b"r")
+            # A ctx unique per read: a follower forwards reads by ctx (read_only.py).
+            node.core.read_index(f"r{step}".encode())
         elif roll < 0.99:
             # A clean restart (everything persisted): the spec's Restart keeps exactly that.
             if not node.core.has_ready():
