@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -191,6 +192,7 @@ class ProcCluster:
         failure the tail of each node's log is printed first (pytest shows it with the
         failure): a flake on CI can then be read, not only retried."""
         self.start()
+        pauser = NodePauser(self, PAUSE_NODES_SEED) if PAUSE_NODES_SEED is not None else None
         try:
             try:
                 asyncio.run(asyncio.wait_for(scenario(), timeout_s))
@@ -200,6 +202,9 @@ class ProcCluster:
             self.print_log_tails()
             raise
         finally:
+            if pauser is not None:
+                pauser.finish()
+                print(f"paused nodes {pauser.pauses} times (--pause-nodes {PAUSE_NODES_SEED})")
             self.stop()
 
     def print_log_tails(self, lines: int = 40) -> None:
@@ -234,6 +239,46 @@ class ProcCluster:
                 if record.get("event") == event:
                     found.append(record)
         return found
+
+
+# Set by conftest from `--pause-nodes SEED`: ProcCluster.run then deschedules nodes at random.
+PAUSE_NODES_SEED: int | None = None
+
+
+class NodePauser:
+    """Stops a random running node (SIGSTOP) for 0.2-0.8 s every 0.5-2 s, then resumes it
+    (SIGCONT): what a loaded CI machine does to a process, past the election timeout.
+    Tests must hold whichever node leads; this finds the ones that assume a stable leader."""
+
+    def __init__(self, cluster: ProcCluster, seed: int) -> None:
+        self._cluster = cluster
+        self._rng = random.Random(seed)
+        self._done = threading.Event()
+        self.pauses = 0
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.wait(0.5 + 1.5 * self._rng.random()):
+            live = [p for p in self._cluster.processes.values() if p.poll() is None]
+            if not live:
+                continue
+            victim = self._rng.choice(live)
+            try:
+                os.kill(victim.pid, signal.SIGSTOP)
+                self.pauses += 1
+                time.sleep(0.2 + 0.6 * self._rng.random())
+            except ProcessLookupError:
+                pass
+            finally:
+                try:
+                    os.kill(victim.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
+    def finish(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 async def health(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
