@@ -107,6 +107,12 @@ class FileSystem(Protocol):
         """The directory this file system is rooted at (for error messages)."""
         ...
 
+    @property
+    def blocking_sync(self) -> bool:
+        """True if durable writes (`write_sync`, `sync`) complete without suspending the
+        caller (pwrite + fdatasync): the WAL then flushes in the committing task itself."""
+        ...
+
     def open(self, name: str, *, create: bool = False) -> File:
         """Open `name` for reading and writing; create it empty if `create` and absent.
 

@@ -430,6 +430,11 @@ class SimFileSystem:
         return self._root
 
     @property
+    def blocking_sync(self) -> bool:
+        # Simulated durable writes suspend for their latency in virtual time.
+        return False
+
+    @property
     def disk(self) -> SimDisk:
         return self._disk
 

@@ -153,7 +153,7 @@ class Wal:
         self._failure: BaseException | None = None
         self._closed = False
         # True when fs.write_sync never suspends (see the module docstring).
-        self._flush_inline = bool(getattr(fs, "blocking_sync", False))
+        self._flush_inline = fs.blocking_sync
         self.flush_count = 0  # flushes that wrote records (for benchmarks and tests)
         self.torn_tail_bytes_zeroed = 0  # bytes zeroed by the last recovery
 
