@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -655,3 +657,84 @@ def test_a_newer_large_message_replaces_a_waiting_one() -> None:
             await a.close()
 
     run(body)
+
+
+# -- a peer that dies mid-stream ---------------------------------------------------------------
+
+
+async def _dialer_reconnects_after_peer_reset(trials: int) -> None:
+    """The peer accepts the session, then dies with an RST while this node keeps sending;
+    a new peer on the same port must get this node's messages (its dialer redials)."""
+    for trial in range(trials):
+        ports = dict(zip([1, 2], free_ports(2), strict=True))
+        a, _, _ = make(1, ports)
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            header = decode_header(await reader.readexactly(HEADER_SIZE_BYTES), MAX_BYTES)
+            await reader.readexactly(header.length_bytes)  # the dialer's HELLO
+            writer.write(encode_hello(KIND_WELCOME, 2, CLUSTER, 2))
+            await writer.drain()
+            accepted.append(writer)
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", ports[2])
+        await a.start()
+        stop = asyncio.Event()
+
+        async def pump() -> None:
+            rng = random.Random(trial)
+            sent = 0
+            while not stop.is_set():
+                a.send(2, b"p" * rng.randint(10, 3000))
+                sent += 1
+                await asyncio.sleep(0.001 if sent % 3 == 0 else 0)
+
+        pumping = asyncio.ensure_future(pump())
+        try:
+            await eventually(lambda: len(accepted) == 1)
+            await asyncio.sleep(random.Random(trial).random() * 0.02)
+            # SO_LINGER 0: close() sends an RST, as the kernel does for a killed process
+            # that left unread data behind.
+            sock = accepted[0].get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            accepted[0].transport.abort()
+            server.close()
+            await server.wait_closed()
+            b, b_inbox, _ = make(2, ports)
+            await b.start()
+            try:
+                # Backoff is 10-100 ms here: seconds mean the dialer gave up for good.
+                await eventually(lambda: len(b_inbox) > 0, timeout_s=5)
+            finally:
+                await b.close()
+        finally:
+            stop.set()
+            await pumping
+            await a.close()
+
+
+@pytest.mark.parametrize(
+    "loop_name",
+    [
+        "asyncio",
+        pytest.param(
+            "uvloop",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="product bug: under uvloop a write to a transport closed by the RST "
+                "raises RuntimeError, which TcpTransport._dial_once does not catch; the dial "
+                "task ends and the node never sends to that peer again",
+            ),
+        ),
+    ],
+)
+def test_dialer_reconnects_after_the_peer_resets_mid_stream(loop_name: str) -> None:
+    async def guarded() -> None:
+        await asyncio.wait_for(_dialer_reconnects_after_peer_reset(trials=3), 60)
+
+    if loop_name == "uvloop":
+        import uvloop
+
+        uvloop.run(guarded())
+    else:
+        asyncio.run(guarded())
