@@ -20,20 +20,21 @@ SWARM = "swarm"
 VOTE_STORM = "vote_crash=1,election_storm=1"
 
 # mutant, nodes, faults, default-suite seeds, soak seeds, invariants that may catch it.
-# Seeds re-measured when elections gained pre-vote and check-quorum (the same seeds take
-# other paths; a leader in lease now drops vote requests of a higher term).
+# Seeds re-measured when elections gained pre-vote and check-quorum and the workload gained
+# follower reads (the same seeds take other paths): any change of the core's or the world's
+# behaviour can move them; re-measure with the soak ranges.
 KNOWN_BUGS: list[tuple[type[RaftCore], int, str, range, range, set[str]]] = [
     (
-        # First caught at seed 18 over 1..60 (also 21, 22, 56).
+        # Over 1..120: seed 13 (convergence, slow), 22 (election_safety), 59, 74.
         mutants.NoStepDownOnHigherTerm,
         3,
         SWARM,
-        range(16, 21),
+        range(20, 23),
         range(1, 41),
         {"election_safety", "node_failure"},
     ),
     (
-        # First caught at seed 2 (also 4, 7, 10).
+        # First caught at seed 3 (also 4, 7, 10).
         mutants.NoTruncateConflict,
         3,
         SWARM,
@@ -44,13 +45,13 @@ KNOWN_BUGS: list[tuple[type[RaftCore], int, str, range, range, set[str]]] = [
     (
         # Needs a crash between the vote leaving and the vote being durable, then a second
         # candidate of the same term asking the restarted voter. With pre-vote no swarm seed
-        # of 1..400 on 3 nodes has that; under VOTE_STORM it is caught at seed 12 (also 38,
-        # 67 over 1..80).
+        # of 1..400 on 3 nodes had that; under VOTE_STORM it is caught at seed 18 (also 25,
+        # 38, 65 over 1..150).
         mutants.VoteSentBeforePersist,
         3,
         VOTE_STORM,
-        range(11, 13),
-        range(1, 81),
+        range(16, 19),
+        range(1, 101),
         {
             "election_safety",
             "committed_entry_kept",
@@ -125,7 +126,7 @@ def test_known_bug_is_caught_from_seed_1(
 
 @pytest.mark.parametrize(
     "nodes, faults, seeds",
-    [(3, SWARM, range(16, 21)), (3, SWARM, range(1, 3)), (3, VOTE_STORM, range(11, 13))],
+    [(3, SWARM, range(20, 23)), (3, SWARM, range(1, 4)), (3, VOTE_STORM, range(16, 19))],
 )
 def test_real_core_passes_the_seeds_that_catch_the_mutants(
     nodes: int, faults: str, seeds: range
@@ -142,7 +143,7 @@ def test_a_violation_replays_exactly() -> None:
     """The same seed stops at the same step with the same trace: `--seed N` replays it."""
     runs = []
     for _ in range(2):
-        config = WorldConfig(seed=2, faults=FaultPlan.parse("swarm"), duration_s=2.0)
+        config = WorldConfig(seed=3, faults=FaultPlan.parse("swarm"), duration_s=2.0)
         world = World(config, core_class=mutants.NoTruncateConflict)
         result = world.run()
         assert result.violation is not None
