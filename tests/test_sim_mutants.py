@@ -31,7 +31,8 @@ KNOWN_BUGS: list[tuple[type[RaftCore], int, str, range, range, set[str]]] = [
         SWARM,
         range(20, 23),
         range(1, 41),
-        {"election_safety", "node_failure"},
+        # Two leaders of a term, or (seed 13) a cluster that never settles.
+        {"election_safety", "node_failure", "convergence"},
     ),
     (
         # First caught at seed 3 (also 4, 7, 10).
