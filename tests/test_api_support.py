@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from test_cluster_support import free_ports
 
 from mox.api import create_app, make_logger
 from mox.config import MoxConfig, parse_config
+from mox.io.ports import free_ports
 from mox.io.real import RealClock, RealFileSystem, RealRandom
 from mox.io.tcp import TcpTransport
 from mox.node.runtime import Node, NodeConfig

@@ -21,13 +21,12 @@ from test_cluster_support import (
     ProcCluster,
     bootstrap_tenant,
     child_env,
-    free_ports,
     health,
     mox_command,
-    port_is_free,
     request,
 )
 
+from mox.io.ports import free_ports, port_is_free
 from mox.node.cli import dump_toml, load_default_template, node_config_documents
 
 

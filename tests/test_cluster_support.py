@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from mox.io.ports import free_ports
 from mox.node.cli import dump_toml, load_default_template, node_config_documents
 
 ADMIN_TOKEN = "cluster-test-admin-token"
@@ -35,55 +35,11 @@ REPO = Path(__file__).resolve().parent.parent
 # worker, other users of the machine) may take it as its local port before the child
 # process binds it: the child then fails with "address in use". Below the range, only
 # another listener could take it.
-PORT_FLOOR = 20000
 # A node stops within its 5 s shutdown timeout; a loaded machine may stretch that.
 STOP_TIMEOUT_S = 30.0
 # Test nodes write far less than the default 64 MB WAL segment, which is preallocated on
 # disk: at the default, one run of the suite leaves ~2.5 GB of segments in its tmp dirs.
 TEST_WAL_SEGMENT_SIZE = "4MiB"
-_port_rng = random.SystemRandom()
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-
-
-def port_is_free(port: int) -> bool:
-    # No SO_REUSEADDR: a port with connections lingering in TIME_WAIT counts as taken too.
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int, *, span: int = 1) -> list[int]:
-    """`count` distinct free ports below the ephemeral range (above it if it starts too
-    low). With `span` > 1, each returned port p has p..p+span-1 free as well."""
-    assert count >= 1
-    assert span >= 1
-    low, high = _ephemeral_range()
-    if low - PORT_FLOOR >= 2000:
-        first, last = PORT_FLOOR, low - span
-    else:
-        first, last = high + 1, 65535 - span
-    assert last - first >= 1000, (first, last)
-    ports: list[int] = []
-    taken: set[int] = set()
-    for _ in range(1000 * count):
-        port = _port_rng.randint(first, last)
-        block = range(port, port + span)
-        if taken.isdisjoint(block) and all(port_is_free(p) for p in block):
-            ports.append(port)
-            taken.update(block)
-            if len(ports) == count:
-                return ports
-    raise AssertionError(f"no {count} free port(s) in {first}..{last}")
 
 
 def mox_command(*args: str) -> list[str]:

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from test_cluster_support import free_ports
 
+from mox.io.ports import free_ports
 from mox.io.tcp import (
     FRAGMENT_HEADER_SIZE_BYTES,
     HEADER_SIZE_BYTES,
@@ -713,21 +713,9 @@ async def _dialer_reconnects_after_peer_reset(trials: int) -> None:
             await a.close()
 
 
-@pytest.mark.parametrize(
-    "loop_name",
-    [
-        "asyncio",
-        pytest.param(
-            "uvloop",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="product bug: under uvloop a write to a transport closed by the RST "
-                "raises RuntimeError, which TcpTransport._dial_once does not catch; the dial "
-                "task ends and the node never sends to that peer again",
-            ),
-        ),
-    ],
-)
+# Under uvloop a write to a transport closed by the peer's RST raised RuntimeError, which
+# ended the dial task: the node never sent to that peer again (found by the chaos test).
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 def test_dialer_reconnects_after_the_peer_resets_mid_stream(loop_name: str) -> None:
     async def guarded() -> None:
         await asyncio.wait_for(_dialer_reconnects_after_peer_reset(trials=3), 60)

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from typing import Any
 
 import attrs
 import click
+
+from mox.io.ports import free_ports
 
 __all__ = [
     "EtcdCluster",
@@ -46,23 +47,6 @@ __all__ = [
 
 Request = tuple[str, str, bytes | None]  # method, url, body
 RequestFactory = Callable[[int, int], Request]  # (client index, sequence number) -> request
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports the kernel just handed out (bound together, then released)."""
-    assert count >= 1
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((host, 0))
-            sockets.append(sock)
-        ports = [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-    assert len(set(ports)) == count
-    return ports
 
 
 @attrs.frozen

@@ -328,6 +328,8 @@ class _Peer:
         self.sending: _Fragmenter | None = None
         self.wakeup = asyncio.Event()
         self.connected = False
+        # Set when this peer dialed us: it is up again, so a pending backoff is cut short.
+        self.redial = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -520,11 +522,21 @@ class TcpTransport:
     async def _dial_loop(self, peer: _Peer) -> None:
         attempt = 0
         while not self._closing:
-            reason = await self._dial_once(peer)
+            try:
+                reason = await self._dial_once(peer)
+            except Exception as exc:
+                # An error no except clause names (uvloop raises RuntimeError on a write to
+                # a transport the peer reset) must not end the dial task: this node would
+                # never send to the peer again. Logged, counted, and dialed again.
+                self._logger.error("transport.dial_error", peer=peer.node_id, exc_info=exc)
+                self.stats.count_dropped("dial_error")
+                reason = f"error: {exc.__class__.__name__}"
             if self._closing:
                 return
             attempt = 1 if reason == "session_ended" else attempt + 1
-            await asyncio.sleep(self._backoff_s(attempt))
+            peer.redial.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(peer.redial.wait(), self._backoff_s(attempt))
 
     async def _dial_once(self, peer: _Peer) -> str:
         """Connect, handshake, then write queued frames until the connection fails."""
@@ -609,6 +621,10 @@ class TcpTransport:
                         wake.cancel()
                         raise ConnectionResetError("peer closed the connection")
                     continue
+                if writer.is_closing():
+                    # uvloop raises RuntimeError (not OSError) on a write to a transport the
+                    # peer's RST already closed: end the session as a reset instead.
+                    raise ConnectionResetError("connection closed by peer")
                 if peer.queue:
                     frames = list(peer.queue)
                     peer.queue.clear()
@@ -729,6 +745,9 @@ class TcpTransport:
         writer.write(encode_hello(KIND_WELCOME, self._node_id, self._cluster_id, self._node_id))
         await writer.drain()
         self._logger.info("transport.accepted", remote=remote, peer=header.sender)
+        dialer = self._peers.get(header.sender)
+        if dialer is not None and not dialer.connected:
+            dialer.redial.set()
         return header.sender
 
     async def _read_loop(self, reader: asyncio.StreamReader, sender: NodeId, remote: str) -> None:
