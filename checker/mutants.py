@@ -143,7 +143,7 @@ SCENARIOS: dict[str, list[str]] = {
     # then holds index 1 (term 1) while the leader's own entry (index 2, term 2) is not yet
     # on a majority.
     "previous_term_commit": [
-        "add-nodes 3 batch=1",
+        "add-nodes 3 batch=1 prevote=off checkquorum=off",
         "campaign 1",
         "process-ready 1",
         "deliver-msgs 2 3",
@@ -162,7 +162,7 @@ SCENARIOS: dict[str, list[str]] = {
     # Node 1 appends entries while cut off; node 2 leads term 2; node 1 comes back and must
     # replace its uncommitted suffix (the core's own log_conflict scenario).
     "log_conflict": [
-        "add-nodes 3",
+        "add-nodes 3 prevote=off checkquorum=off",
         "campaign 1",
         "stabilize",
         "partition 1 2,3",
@@ -181,7 +181,7 @@ SCENARIOS: dict[str, list[str]] = {
     # The deposed leader (node 1) keeps sending AppendEntries of term 1 after node 3 leads
     # term 2; a follower must drop them (the core's partitioned_leader scenario).
     "partitioned_leader": [
-        "add-nodes 3",
+        "add-nodes 3 prevote=off checkquorum=off",
         "campaign 1",
         "stabilize",
         "partition 1 2,3",
@@ -201,7 +201,7 @@ SCENARIOS: dict[str, list[str]] = {
     ],
     # Node 2 grants node 1 its vote and crashes before the Ready that persists the vote.
     "vote_then_crash": [
-        "add-nodes 3",
+        "add-nodes 3 prevote=off checkquorum=off",
         "campaign 1",
         "process-ready 1",
         "deliver-msgs 2",

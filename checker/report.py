@@ -215,7 +215,7 @@ def _first_sentence(text: str) -> str:
 
 # -- counterexamples from traces ------------------------------------------------------------
 
-_SEND_ACTIONS = {"RequestVote", "AppendEntries", "SendSnapshot"}
+_SEND_ACTIONS = {"RequestVote", "PreVote", "AppendEntries", "SendSnapshot"}
 _RECEIVE_ACTIONS = {
     "HandleRequestVoteRequest",
     "HandleRequestVoteResponse",
@@ -224,6 +224,10 @@ _RECEIVE_ACTIONS = {
     "HandleInstallSnapshotRequest",
     "HandleInstallSnapshotResponse",
     "DropStaleMessage",
+    "HandlePreVoteRequest",
+    "HandlePreVoteResponse",
+    "DropVoteRequestInLease",
+    "HandleStaleAppendEntries",
 }
 
 

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import attrs
 
-ROLES: Final = ("follower", "candidate", "leader")
+ROLES: Final = ("follower", "pre_candidate", "candidate", "leader")
 
 
 @attrs.frozen
