@@ -263,7 +263,6 @@ class World:
         self._setup_stop: asyncio.Event | None = None
         # Members removed by the membership fault and shut down until added back (a dict
         # used as an ordered set).
-        self._decommissioned: dict[int, bool] = {}
         self._storm_range_ticks: tuple[int, int] | None = None
         if plan.enabled("election_storm") and config.nodes > 1:
             low_ticks = config.election_timeout_ticks_min
@@ -394,7 +393,6 @@ class World:
                     disk.faults, bit_flip_on_read_probability=0.0, misdirected_write_probability=0.0
                 )
             self._healing = True
-            self._decommissioned.clear()
             for node_or_none in self.nodes.values():
                 if node_or_none is not None:
                     node_or_none.set_election_timeouts(
@@ -756,11 +754,7 @@ class World:
     async def _restart_after(self, node_id: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         self._restart_tasks.pop(node_id, None)
-        if (
-            self.nodes[node_id] is None
-            and node_id not in self._decommissioned
-            and node_id not in self.failed
-        ):
+        if self.nodes[node_id] is None and node_id not in self.failed:
             self._count("restart")
             try:
                 await self._start_node(node_id)
@@ -833,30 +827,16 @@ class World:
             if not await self._change_membership(ConfChange("remove", member), 1.0):
                 continue
             self._count("member_removed")
-            # Decommissioned, as an operator would: the leader stops sending to a removed
-            # node at once, so it may never learn of its removal, and its election
-            # timeouts would depose the leader again and again (no pre-vote in the core).
-            self._decommission(member)
+            # The removed node keeps running. The leader stops sending to it at once, so it
+            # may never learn of its removal; its election timeouts cannot depose the
+            # leader: its pre-votes are refused (lease) and its stale term is answered
+            # (HandleStaleAppendEntries), and a removed leader steps down by check-quorum.
             await asyncio.sleep(self._uniform(0.1, 1.0))
-            await self._recommission(member)
             # Added back however long it takes: a cluster of four for the rest of the
             # run would leave one replica out of the convergence checks.
             while not await self._change_membership(ConfChange("add", member), 1.0):
                 await asyncio.sleep(0.05)
             self._count("member_added")
-
-    def _decommission(self, node_id: int) -> None:
-        restart = self._restart_tasks.pop(node_id, None)
-        if restart is not None:
-            restart.cancel()
-        if self.nodes[node_id] is not None:
-            self.crash(node_id, count=False)  # a shutdown, not a crash fault
-        self._decommissioned[node_id] = True
-
-    async def _recommission(self, node_id: int) -> None:
-        self._decommissioned.pop(node_id, None)
-        if self.nodes[node_id] is None and node_id not in self.failed:
-            await self._start_node(node_id)
 
     async def _change_membership(self, change: ConfChange, timeout_s: float) -> bool:
         """Propose `change` at the newest leader; True once it is applied there, or once
