@@ -79,6 +79,8 @@ class ConsensusConfig:
     election_timeout_max_s: float = 0.300
     heartbeat_interval_s: float = 0.050
     snapshot_threshold: int = 100_000
+    pre_vote: bool = True
+    check_quorum: bool = True
 
 
 @attrs.frozen
@@ -325,6 +327,8 @@ def _parse_consensus(raw: object) -> ConsensusConfig:
         election_timeout_max_s=table.take("election_timeout_max", 0.300, timeout),
         heartbeat_interval_s=table.take("heartbeat_interval", 0.050, timeout),
         snapshot_threshold=table.take("snapshot_threshold", 100_000, _int_in(1, 2**40)),
+        pre_vote=table.take("pre_vote", True, _bool),
+        check_quorum=table.take("check_quorum", True, _bool),
     )
     table.finish()
     if config.election_timeout_min_s >= config.election_timeout_max_s:

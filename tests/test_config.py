@@ -79,6 +79,7 @@ def test_defaults_and_relative_data_dir(tmp_path: Any) -> None:
     assert config.cluster.cluster_id == "dev-1"
     assert config.storage.io_backend == "auto"
     assert config.consensus.protocol == "raft"
+    assert config.consensus.pre_vote and config.consensus.check_quorum
     assert config.api.bind_address == "127.0.0.1:8080"
     path = tmp_path / "sub" / "mox.toml"
     path.parent.mkdir()
@@ -114,6 +115,8 @@ def with_value(section: str, key: str, value: object) -> dict[str, Any]:
         ("consensus", "heartbeat_interval", "0ms", "must be between"),
         ("consensus", "snapshot_threshold", 0, "must be in [1,"),
         ("consensus", "snapshot_threshold", 1.5, "expected an integer"),
+        ("consensus", "pre_vote", "on", "expected true or false"),
+        ("consensus", "check_quorum", 1, "expected true or false"),
         ("api", "bind_address", "localhost", "expected 'host:port'"),
         ("api", "bind_address", "h:99999", "port must be in"),
         ("api", "max_connections", 0, "must be in [1,"),
@@ -216,3 +219,14 @@ def test_units() -> None:
         parse_size_bytes("1.0001KB", "k")
     with pytest.raises(ConfigError, match="must not be negative"):
         parse_size_bytes(-1, "storage.cache_size")
+
+
+def test_raft_extensions_reach_the_node_config() -> None:
+    from mox.node.cli import node_config_from
+
+    raw = copy.deepcopy(MINIMAL)
+    raw.setdefault("consensus", {}).update({"pre_vote": False, "check_quorum": False})
+    node_config = node_config_from(parse_config(raw, "test"))
+    assert node_config.pre_vote is False
+    assert node_config.check_quorum is False
+    assert node_config_from(parse_config(copy.deepcopy(MINIMAL), "test")).pre_vote is True

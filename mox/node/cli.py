@@ -103,6 +103,8 @@ def node_config_from(config: MoxConfig) -> NodeConfig:
         election_timeout_ticks_min=election_min_ticks,
         election_timeout_ticks_max=election_max_ticks,
         snapshot_threshold_entries=config.consensus.snapshot_threshold,
+        pre_vote=config.consensus.pre_vote,
+        check_quorum=config.consensus.check_quorum,
         max_batch_size=config.limits.max_batch_size,
         max_message_size_bytes=config.limits.max_message_size_bytes,
         wal_segment_size_bytes=config.storage.wal_segment_size_bytes,

@@ -164,6 +164,9 @@ class NodeConfig:
     election_timeout_ticks_min: int = 15
     election_timeout_ticks_max: int = 30
     snapshot_threshold_entries: int = 100_000
+    # Raft extensions (docs/raft.md); off only to run classic Raft.
+    pre_vote: bool = True
+    check_quorum: bool = True
     wal_segment_size_bytes: int = 64 * 1000**2
     max_batch_size: int = 1000
     max_message_size_bytes: int = 16 * 1000**2
@@ -475,6 +478,8 @@ class Node:
             max_batch_size=config.max_batch_size,
             max_message_size_bytes=config.max_message_size_bytes,
             snapshot_threshold=config.snapshot_threshold_entries,
+            pre_vote=config.pre_vote,
+            check_quorum=config.check_quorum,
             # A leader that has not answered a follower's read within an election timeout
             # is likely gone: fail the read so the client retries elsewhere.
             read_timeout_ticks=config.election_timeout_ticks_max,
