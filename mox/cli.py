@@ -24,6 +24,7 @@ COMMANDS: dict[tuple[str, str], str] = {
     ("", "report"): "checker.report_cli:command",
     ("", "start"): "mox.node.cli:start_command",
     ("", "dev"): "mox.node.cli:dev_command",
+    ("", "members"): "mox.node.members_cli:command",
     ("bench", "storage"): "mox.bench.storage:command",
     ("bench", "sim"): "mox.bench.sim:command",
     ("bench", "cluster"): "mox.bench.cluster:command",

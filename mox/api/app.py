@@ -35,7 +35,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import aiohttp
 import msgspec
@@ -53,13 +53,19 @@ from mox.api.problems import ApiProblem, from_json_error, problem_from_code, val
 from mox.api.schemas import (
     CreateTenantRequest,
     IssueKeyRequest,
+    MemberChangeRequest,
+    MemberChangeResult,
+    MemberProgress,
+    Membership,
     PatchTalentRequest,
     RegisterTalentRequest,
 )
 from mox.api.status import NodeStatusView, status_view
 from mox.config import MoxConfig
+from mox.consensus.raft.core import ConfChange
 from mox.errors import StorageFaultError
 from mox.node.errors import NotLeader, Overloaded, RequestError
+from mox.node.runtime import ConfChangeRefused
 from mox.statemachine import (
     ApiKey,
     ArchiveTalent,
@@ -137,6 +143,11 @@ class NodeApi(Protocol):
 
     # Called by the runtime with the duration of each WAL group commit.
     on_wal_sync: Callable[[float], None] | None
+
+    async def propose_conf_change(self, change: ConfChange) -> int: ...
+
+    # The Raft core: /api/admin/members reads its log's configurations (latest, committed).
+    core: Any
 
 
 class _NotLeaderHere(Exception):
@@ -601,7 +612,9 @@ class _Api:
     def _authenticate_admin(self, request: web.Request) -> None:
         if not self.admin_token:
             raise ApiProblem(
-                403, "FORBIDDEN", "tenant bootstrap is disabled: no admin token is configured"
+                403,
+                "FORBIDDEN",
+                f"{request.method} {request.path} is disabled: no admin token is configured",
             )
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -611,7 +624,7 @@ class _Api:
             raise ApiProblem(
                 401,
                 "UNAUTHENTICATED",
-                "POST /api/tenants needs Authorization: Bearer <admin token>",
+                f"{request.method} {request.path} needs Authorization: Bearer <admin token>",
                 field="Authorization",
                 headers={"WWW-Authenticate": 'Bearer realm="mox-admin"'},
             )
@@ -760,6 +773,176 @@ class _Api:
         return _json({"items": events})
 
 
+    # ------------------------------------------------------------------ cluster membership
+
+    def _membership(self) -> Membership:
+        """The configuration in this node's log. Read from the core's log between two
+        steps of the event loop (the runtime never leaves it half-changed across an await)."""
+        log = self.node.core.log
+        members = [int(m) for m in log.config()]
+        config_index = int(log.last_config_index())
+        commit_index = int(log.commit_index)
+        committed = config_index <= commit_index
+        # The configuration at the commit index: the one a change in progress replaces.
+        committed_members = members if committed else [int(m) for m in log.config_at(commit_index)]
+        view = status_view(self.node)
+        progress: dict[str, MemberProgress] | None = None
+        if view.role == "leader":
+            status = self.node.status()
+            progress = {
+                str(self.node_id): MemberProgress(match_index=view.last_index, lag_entries=0)
+            }
+            for member, match in status.match_index.items():
+                progress[str(member)] = MemberProgress(
+                    match_index=int(match), lag_entries=max(0, view.last_index - int(match))
+                )
+        known = sorted(node.id for node in self.config.cluster.nodes)
+        assert len(set(members)) == len(members), members
+        return Membership(
+            node_id=self.node_id,
+            role=view.role,
+            term=view.term,
+            leader_id=view.leader_id,
+            members=members,
+            committed=committed,
+            committed_members=committed_members,
+            config_index=config_index,
+            commit_index=commit_index,
+            non_members=[node_id for node_id in known if node_id not in members],
+            progress=progress,
+        )
+
+    async def list_members(self, request: web.Request) -> web.Response:
+        self._authenticate_admin(request)
+        return _json(self._membership())
+
+    def _member_change(self, body: MemberChangeRequest) -> ConfChange:
+        if (body.add is None) == (body.remove is None):
+            raise ApiProblem(
+                422,
+                "VALIDATION",
+                'the body needs exactly one of "add" and "remove" (one server at a time)',
+                field="add" if body.add is None else "remove",
+            )
+        op: Literal["add", "remove"] = "add" if body.add is not None else "remove"
+        node_id = body.add if body.add is not None else body.remove
+        assert node_id is not None
+        known = [node.id for node in self.config.cluster.nodes]
+        if node_id not in known:
+            # Peers dial each other by the addresses in cluster.nodes: an id without one
+            # could never be reached, and as a member it would only block quorums.
+            raise ApiProblem(
+                422,
+                "VALIDATION",
+                f"{op}: node {node_id} is not in cluster.nodes (ids with an address: "
+                f"{sorted(known)}); add its address to every node's config first",
+                field=op,
+            )
+        return ConfChange(op=op, node_id=node_id)
+
+    def _member_done(self, change: ConfChange, members: list[int]) -> bool:
+        """Whether `members` already has the shape `change` asks for."""
+        return (change.node_id in members) == (change.op == "add")
+
+    def _member_result(self, change: ConfChange, already_applied: bool) -> web.Response:
+        membership = self._membership()
+        leader_id = membership.leader_id if membership.leader_id is not None else self.node_id
+        return _json(
+            MemberChangeResult(
+                op=change.op,
+                node_id=change.node_id,
+                already_applied=already_applied,
+                members=membership.members,
+                config_index=membership.config_index,
+                leader_id=leader_id,
+            )
+        )
+
+    async def _await_config_committed(self) -> bool:
+        """Wait (up to the request timeout) until this node's latest configuration entry is
+        committed and applied here; False if it is not by then or this node stops leading."""
+        deadline_s = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline_s and self.node.is_leader:
+            log = self.node.core.log
+            config_index = int(log.last_config_index())
+            if config_index <= log.commit_index and config_index <= self.node.status().applied_index:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def change_members(self, request: web.Request) -> web.Response:
+        self._authenticate_admin(request)
+        body: MemberChangeRequest = await self._body(request, MemberChangeRequest)
+        change = self._member_change(body)
+        if not self.node.is_leader:
+            raise _NotLeaderHere(self.node.status().leader_id)
+        retry = {"Retry-After": "1"}
+        log = self.node.core.log
+        if self._member_done(change, [int(m) for m in log.config()]):
+            # A retry of a change that went through (or a request for the shape the
+            # cluster already has): report it done once its entry is committed.
+            if await self._await_config_committed():
+                return self._member_result(change, already_applied=True)
+            raise ApiProblem(
+                503,
+                "OUTCOME_UNKNOWN",
+                f"the configuration already {change.op}s node {change.node_id} but its entry "
+                "is not committed yet; retry",
+                headers=retry,
+            )
+        if change.op == "remove" and list(log.config()) == [change.node_id]:
+            raise ApiProblem(
+                409,
+                "LAST_MEMBER",
+                f"node {change.node_id} is the last member; a cluster cannot remove it",
+                field="remove",
+            )
+        if int(log.last_config_index()) > int(log.commit_index):
+            raise ApiProblem(
+                409,
+                "CHANGE_IN_PROGRESS",
+                f"a configuration change to {list(log.config())} is not committed yet; "
+                "one server at a time: retry once it is (GET /api/admin/members)",
+                headers=retry,
+            )
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.node.propose_conf_change(change)
+        except NotLeader as exc:
+            raise _NotLeaderHere(exc.leader_id) from None
+        except ConfChangeRefused:
+            # A change still uncommitted, or a fresh leader with no entry of its term yet.
+            raise ApiProblem(
+                409,
+                "CHANGE_IN_PROGRESS",
+                "the leader cannot take a configuration change now (a change is not "
+                "committed yet, or it was just elected); retry shortly",
+                headers=retry,
+            ) from None
+        except Overloaded as exc:
+            raise ApiProblem(503, "OVERLOADED", str(exc), headers=retry) from None
+        except ValueError as exc:
+            # Raced with another change between the checks above and the proposal.
+            raise ApiProblem(409, "MEMBERSHIP_CONFLICT", str(exc), headers=retry) from None
+        except RequestError as exc:
+            raise ApiProblem(
+                503,
+                "OUTCOME_UNKNOWN",
+                f"{exc}; the change may have been applied: retry the same request "
+                "(a change already in effect answers 200 with alreadyApplied)",
+                headers=retry,
+            ) from None
+        except TimeoutError:
+            raise ApiProblem(
+                503,
+                "TIMEOUT",
+                f"the change did not commit within {self.timeout_s} s (is a majority of the "
+                "new configuration up?); it may still be applied: retry the same request",
+                headers=retry,
+            ) from None
+        self.logger.info("membership.changed", op=change.op, member=change.node_id)
+        return self._member_result(change, already_applied=False)
+
 METRICS: Final = web.AppKey("mox_api_metrics", ApiMetrics)
 
 
@@ -814,4 +997,6 @@ def create_app(
     app.router.add_patch("/api/talents/{id}", api.patch_talent)
     app.router.add_delete("/api/talents/{id}", api.delete_talent)
     app.router.add_get("/api/talents/{id}/events", api.talent_events)
+    app.router.add_get("/api/admin/members", api.list_members)
+    app.router.add_post("/api/admin/members", api.change_members)
     return app

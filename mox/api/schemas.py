@@ -58,6 +58,13 @@ class PatchTalentRequest(_Request, frozen=True):
     status: str | msgspec.UnsetType = msgspec.UNSET
 
 
+class MemberChangeRequest(_Request, frozen=True):
+    """`{"add": id}` or `{"remove": id}`: one server at a time (exactly one of the two)."""
+
+    add: int | None = None
+    remove: int | None = None
+
+
 # ------------------------------------------------------------------------------ responses
 
 
@@ -121,6 +128,48 @@ class Health(_Response, frozen=True):
     replication_lag_entries: dict[str, int]
 
 
+class MemberProgress(_Response, frozen=True):
+    """A member as the leader sees its replication (reported by the leader only)."""
+
+    match_index: int
+    lag_entries: int
+
+
+class Membership(_Response, frozen=True):
+    """The cluster configuration as one node knows it.
+
+    `members` is the latest configuration in this node's log; `committed` says whether its
+    entry is committed (else `committedMembers` is the configuration still in force for
+    commits known here, and a change is in progress). `progress` is present on the leader.
+    """
+
+    node_id: int
+    role: str
+    term: int
+    leader_id: int | None
+    members: list[int]
+    committed: bool
+    committed_members: list[int]
+    config_index: int
+    commit_index: int
+    # Ids in cluster.nodes (they have an address) that are not members now.
+    non_members: list[int]
+    progress: dict[str, MemberProgress] | None = None
+
+
+class MemberChangeResult(_Response, frozen=True):
+    """The answer to a change: the configuration after it, committed and applied on the
+    leader. `alreadyApplied` is true when the configuration already had the requested shape
+    (a retry of a change that went through): nothing was appended."""
+
+    op: str
+    node_id: int
+    already_applied: bool
+    members: list[int]
+    config_index: int
+    leader_id: int
+
+
 class Problem(_Response, frozen=True, omit_defaults=True):
     """RFC 7807 problem details, plus Mox's `code`, `field`, `requestId` and `leader`."""
 
@@ -140,6 +189,8 @@ RESPONSE_TYPES: tuple[type[Any], ...] = (
     TalentPage,
     EventList,
     Health,
+    Membership,
+    MemberChangeResult,
     Problem,
     Tenant,
     Talent,
@@ -149,4 +200,5 @@ REQUEST_TYPES: tuple[type[Any], ...] = (
     IssueKeyRequest,
     RegisterTalentRequest,
     PatchTalentRequest,
+    MemberChangeRequest,
 )
