@@ -772,7 +772,6 @@ class _Api:
         events = self._ok(await self._query(principal.tenant_id, query, self._consistency(request)))
         return _json({"items": events})
 
-
     # ------------------------------------------------------------------ cluster membership
 
     def _membership(self) -> Membership:
@@ -865,7 +864,10 @@ class _Api:
         while time.monotonic() < deadline_s and self.node.is_leader:
             log = self.node.core.log
             config_index = int(log.last_config_index())
-            if config_index <= log.commit_index and config_index <= self.node.status().applied_index:
+            if (
+                config_index <= log.commit_index
+                and config_index <= self.node.status().applied_index
+            ):
                 return True
             await asyncio.sleep(0.01)
         return False
@@ -942,6 +944,7 @@ class _Api:
             ) from None
         self.logger.info("membership.changed", op=change.op, member=change.node_id)
         return self._member_result(change, already_applied=False)
+
 
 METRICS: Final = web.AppKey("mox_api_metrics", ApiMetrics)
 
