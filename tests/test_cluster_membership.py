@@ -1,0 +1,189 @@
+"""Replacing a node, with real `mox start` processes and the real `mox members` CLI.
+
+The procedure of docs/operations.md ("Replacing a node"): a 3-node cluster with data; node X
+dies (its disk is lost); `mox members remove X`, committed by the two survivors, which keep
+serving writes; X's data directory wiped and X started empty -- it must not disrupt the
+cluster (no log: pre-vote keeps it from raising anyone's term, it counts in no quorum);
+`mox members add X`; X catches up by snapshot and holds every acknowledged write; the
+members list shows 3 again. Also the CLI's refusals: an id without an address, an
+unreachable node, bad flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from test_cluster import assert_readable, snapshot_index, wait_caught_up, write_talents
+from test_cluster_support import (
+    ADMIN_TOKEN,
+    ProcCluster,
+    bootstrap_tenant,
+    child_env,
+    health,
+    max_commit_index,
+    mox_command,
+    wait_for_leader,
+)
+
+from mox.io.ports import free_ports
+
+SNAPSHOT_THRESHOLD = 16
+CLI_TIMEOUT_S = 90.0
+
+
+async def mox_members(*args: str, token: bool = True) -> tuple[int, str, str]:
+    """Run `mox members ARGS` as a real subprocess; (exit code, stdout, stderr)."""
+    env = child_env()
+    if not token:
+        env.pop("MOX_ADMIN_TOKEN", None)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            mox_command("members", *args),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+        )
+
+    done = await asyncio.to_thread(run)
+    return done.returncode, done.stdout, done.stderr
+
+
+async def members_json(url: str) -> dict[str, Any]:
+    code, out, err = await mox_members("list", "--json", "--url", url)
+    assert code == 0, (code, out, err)
+    listed: dict[str, Any] = json.loads(out)
+    return listed
+
+
+async def wait_health(
+    session: aiohttp.ClientSession, url: str, timeout_s: float = 30
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = await health(session, url)
+        if status is not None:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} did not answer /health within {timeout_s} s")
+
+
+def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
+    cluster = ProcCluster(
+        tmp_path,
+        overrides={
+            "consensus": {"snapshot_threshold": SNAPSHOT_THRESHOLD, "election_timeout_max": "300ms"}
+        },
+    )
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            leader, _term = await wait_for_leader(session, cluster, cluster.ids)
+            key = await bootstrap_tenant(session, cluster.url(leader), "acme")
+            urls = [cluster.url(i) for i in cluster.ids]
+            acked = await write_talents(session, urls, key, [f"a{n}" for n in range(6)])
+            listed = await members_json(cluster.url(leader))
+            assert (listed["members"], listed["committed"]) == ([1, 2, 3], True), listed
+
+            # X dies with its disk: the current leader, so that the removal also waits out
+            # an election (the CLI retries 503 until a survivor leads).
+            victim, term = await wait_for_leader(session, cluster, cluster.ids)
+            cluster.kill_node(victim)
+            survivors = [i for i in cluster.ids if i != victim]
+            survivor_urls = [cluster.url(i) for i in survivors]
+            code, out, err = await mox_members("remove", str(victim), "--url", survivor_urls[0])
+            assert code == 0, (code, out, err)
+            assert f"node {victim} removed" in out, out
+            listed = await members_json(survivor_urls[1])
+            assert listed["members"] == survivors, listed
+            assert listed["nonMembers"] == [victim], listed
+
+            # The two survivors serve writes alone (a majority of 2 is both), past several
+            # snapshot thresholds: the node that comes back can catch up by snapshot only.
+            more = await write_talents(
+                session, survivor_urls, key, [f"b{n}" for n in range(2 * SNAPSHOT_THRESHOLD)]
+            )
+            acked.update(more)
+
+            # Wipe X's data directory (only now: it is no longer a member) and start it
+            # empty. It knows no log and only its static initial configuration.
+            shutil.rmtree(cluster.data_dir(victim))
+            before = {i: await wait_health(session, cluster.url(i)) for i in survivors}
+            cluster.start_node(victim)
+            x_url = cluster.url(victim)
+            # It runs, times out and asks for pre-votes, which the survivors refuse (its log
+            # is empty; a refusal teaches it their term): nobody's term moves.
+            deadline = time.monotonic() + 30
+            while True:
+                x_status = await wait_health(session, x_url)
+                if x_status["role"] == "pre_candidate":
+                    break
+                assert time.monotonic() < deadline, x_status
+                await asyncio.sleep(0.02)
+            highest_term = max(int(status["term"]) for status in before.values())
+            assert x_status["term"] <= highest_term and x_status["commitIndex"] == 0, x_status
+            # Writes go on, and the leader and term of the survivors are those of before.
+            acked.update(await write_talents(session, survivor_urls, key, ["c0", "c1"]))
+            x_status = await wait_health(session, x_url)
+            assert x_status["role"] != "leader" and x_status["commitIndex"] == 0, x_status
+            for node_id in survivors:
+                now = await wait_health(session, cluster.url(node_id))
+                assert (now["term"], now["leaderId"]) == (
+                    before[node_id]["term"],
+                    before[node_id]["leaderId"],
+                ), (before, now)
+            listed = await members_json(x_url)
+            assert listed["members"] == [1, 2, 3] and listed["commitIndex"] == 0, listed
+
+            # Add X back, through a survivor (X knows no leader: it could not forward).
+            code, out, err = await mox_members("add", str(victim), "--url", survivor_urls[1])
+            assert code == 0, (code, out, err)
+            assert f"node {victim} added; members: 1, 2, 3" in out, out
+            commit_index = await max_commit_index(session, cluster, survivors)
+            await wait_caught_up(session, x_url, commit_index, 60)
+            # Everything it has came from the leader's snapshot and log.
+            assert snapshot_index(cluster.data_dir(victim)) >= SNAPSHOT_THRESHOLD
+            assert cluster.log_events(victim, "node.snapshot_installed"), "no snapshot installed"
+            await assert_readable(session, x_url, key, acked, "stale")
+            for url in urls:
+                listed = await members_json(url)
+                assert listed["members"] == [1, 2, 3], (url, listed)
+            leader, _ = await wait_for_leader(session, cluster, cluster.ids)
+            listed = await members_json(cluster.url(leader))
+            assert listed["committed"] is True
+            assert sorted(listed["progress"]) == ["1", "2", "3"], listed
+            # And it counts again: a write through it is acknowledged.
+            acked.update(await write_talents(session, [x_url], key, ["d0"]))
+            cluster.assert_alive()
+
+            # Refusals of the CLI: one line on stderr, exit 1 (2 for bad flags).
+            code, out, err = await mox_members("add", "9", "--url", x_url)
+            assert code == 1 and "422 VALIDATION (field add)" in err, (code, out, err)
+            assert "not in cluster.nodes" in err and "Traceback" not in err
+            assert len(err.strip().splitlines()) == 1, err
+            dead_url = f"http://127.0.0.1:{free_ports(1)[0]}"
+            code, out, err = await mox_members("list", "--url", dead_url)
+            assert code == 1 and err.startswith(f"mox: cannot reach {dead_url}"), (code, err)
+            assert len(err.strip().splitlines()) == 1, err
+            code, out, err = await mox_members("remove", "0", "--url", x_url)
+            assert code == 2 and "'ID'" in err, (code, err)
+            code, out, err = await mox_members("list", "--url", "localhost:1")
+            assert code == 2 and "'--url'" in err, (code, err)
+            code, out, err = await mox_members("list", "--url", x_url, token=False)
+            assert code == 2 and "'--admin-token'" in err, (code, err)
+            code, out, err = await mox_members("list", "--url", x_url, "--admin-token", "wrong")
+            assert code == 1 and "401 UNAUTHENTICATED" in err, (code, err)
+            assert ADMIN_TOKEN not in err
+
+    cluster.run(scenario, timeout_s=150)
+    for node_id in cluster.ids:
+        assert "Traceback" not in cluster.log_text(node_id), cluster.log_text(node_id)
