@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import test_cluster_support as cluster_support
 from test_cluster import assert_readable, snapshot_index, wait_caught_up, write_talents
 from test_cluster_support import (
     ADMIN_TOKEN,
@@ -96,7 +97,7 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
 
             # X dies with its disk: the current leader, so that the removal also waits out
             # an election (the CLI retries 503 until a survivor leads).
-            victim, term = await wait_for_leader(session, cluster, cluster.ids)
+            victim, _term = await wait_for_leader(session, cluster, cluster.ids)
             cluster.kill_node(victim)
             survivors = [i for i in cluster.ids if i != victim]
             survivor_urls = [cluster.url(i) for i in survivors]
@@ -129,18 +130,20 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
                     break
                 assert time.monotonic() < deadline, x_status
                 await asyncio.sleep(0.02)
-            highest_term = max(int(status["term"]) for status in before.values())
-            assert x_status["term"] <= highest_term and x_status["commitIndex"] == 0, x_status
-            # Writes go on, and the leader and term of the survivors are those of before.
+            assert x_status["commitIndex"] == 0, x_status
+            # Writes go on, and the leader and term of the survivors are those of before
+            # (unless --pause-nodes deschedules a survivor: that moves terms by itself).
             acked.update(await write_talents(session, survivor_urls, key, ["c0", "c1"]))
             x_status = await wait_health(session, x_url)
             assert x_status["role"] != "leader" and x_status["commitIndex"] == 0, x_status
             for node_id in survivors:
                 now = await wait_health(session, cluster.url(node_id))
-                assert (now["term"], now["leaderId"]) == (
-                    before[node_id]["term"],
-                    before[node_id]["leaderId"],
-                ), (before, now)
+                assert now["leaderId"] != victim, now
+                if cluster_support.PAUSE_NODES_SEED is None:
+                    assert (now["term"], now["leaderId"]) == (
+                        before[node_id]["term"],
+                        before[node_id]["leaderId"],
+                    ), (before, now)
             listed = await members_json(x_url)
             assert listed["members"] == [1, 2, 3] and listed["commitIndex"] == 0, listed
 
@@ -157,8 +160,15 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
             for url in urls:
                 listed = await members_json(url)
                 assert listed["members"] == [1, 2, 3], (url, listed)
-            leader, _ = await wait_for_leader(session, cluster, cluster.ids)
-            listed = await members_json(cluster.url(leader))
+            # The leader reports every member's progress (asked until the node asked still
+            # leads when it answers: leadership may move in between on a loaded machine).
+            deadline = time.monotonic() + 30
+            while True:
+                leader, _ = await wait_for_leader(session, cluster, cluster.ids)
+                listed = await members_json(cluster.url(leader))
+                if listed["progress"] is not None:
+                    break
+                assert time.monotonic() < deadline, listed
             assert listed["committed"] is True
             assert sorted(listed["progress"]) == ["1", "2", "3"], listed
             # And it counts again: a write through it is acknowledged.
