@@ -95,6 +95,8 @@ def test_list_members_and_refusals(tmp_path: Path) -> None:
         assert members["committedMembers"] == [1, 2, 3]
         assert members["committed"] is True
         assert members["nonMembers"] == []
+        # No change yet and no snapshot: the configuration is the static cluster.nodes.
+        assert (members["configIndex"], members["configSource"]) == (0, "initial")
         assert (members["nodeId"], members["role"], members["leaderId"]) == (
             leader_id,
             "leader",
@@ -165,6 +167,7 @@ def test_remove_and_add_through_a_follower_and_a_change_in_progress(tmp_path: Pa
         assert leader.node.members() == tuple(answer["members"])
         status, members = await call(s, "GET", leader.url)
         assert members["committed"] is True
+        assert (members["configIndex"], members["configSource"]) == (answer["configIndex"], "log")
         assert members["nonMembers"] == [removed]
         assert str(removed) not in members["progress"]
         # A retry of the same removal is done already.

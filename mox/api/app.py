@@ -784,6 +784,12 @@ class _Api:
         committed = config_index <= commit_index
         # The configuration at the commit index: the one a change in progress replaces.
         committed_members = members if committed else [int(m) for m in log.config_at(commit_index)]
+        if config_index > 0:
+            config_source = "log"
+        elif log.snapshot.index > 0:
+            config_source = "snapshot"
+        else:
+            config_source = "initial"
         view = status_view(self.node)
         progress: dict[str, MemberProgress] | None = None
         if view.role == "leader":
@@ -806,6 +812,7 @@ class _Api:
             committed=committed,
             committed_members=committed_members,
             config_index=config_index,
+            config_source=config_source,
             commit_index=commit_index,
             non_members=[node_id for node_id in known if node_id not in members],
             progress=progress,

@@ -151,6 +151,10 @@ class Membership(_Response, frozen=True):
     committed: bool
     committed_members: list[int]
     config_index: int
+    # Where `members` comes from: "log" (a configuration entry, at config_index), "snapshot"
+    # (the snapshot's configuration), "initial" (no entry, no snapshot: the ids in this
+    # node's cluster.nodes; editing that list changes this node's configuration).
+    config_source: str
     commit_index: int
     # Ids in cluster.nodes (they have an address) that are not members now.
     non_members: list[int]
