@@ -94,6 +94,9 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
             acked = await write_talents(session, urls, key, [f"a{n}" for n in range(6)])
             listed = await members_json(cluster.url(leader))
             assert (listed["members"], listed["committed"]) == ([1, 2, 3], True), listed
+            code, out, err = await mox_members("list", "--url", cluster.url(leader))
+            assert code == 0, (code, out, err)
+            assert "members: 1, 2, 3 (committed at index 0, from cluster.nodes;" in out, out
 
             # X dies with its disk: the current leader, so that the removal also waits out
             # an election (the CLI retries 503 until a survivor leads).

@@ -29,6 +29,7 @@ HTTP_TIMEOUT_S: Final = 30.0
 RETRY_PAUSE_S: Final = 0.5
 # 409 CHANGE_IN_PROGRESS resolves by itself once the pending entry commits: worth retrying.
 RETRYABLE_CODES: Final = frozenset({"CHANGE_IN_PROGRESS"})
+_SOURCES: Final = {"log": "the log", "snapshot": "the snapshot", "initial": "cluster.nodes"}
 
 
 class MembersError(MoxError):
@@ -122,12 +123,14 @@ def _call(
 
 def _describe(membership: dict[str, Any]) -> str:
     members = membership["members"]
+    source = str(membership["configSource"])
     lines = [
         f"node {membership['nodeId']} ({membership['role']}, term {membership['term']}), "
         f"leader: {membership['leaderId'] if membership['leaderId'] is not None else 'none known'}",
         f"members: {', '.join(str(m) for m in members)} "
         f"({'committed' if membership['committed'] else 'NOT committed yet'} "
-        f"at index {membership['configIndex']}; commit index {membership['commitIndex']})",
+        f"at index {membership['configIndex']}, from {_SOURCES.get(source, source)}; "
+        f"commit index {membership['commitIndex']})",
     ]
     if not membership["committed"]:
         committed = membership["committedMembers"]
