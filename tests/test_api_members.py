@@ -140,6 +140,18 @@ def test_list_members_and_refusals(tmp_path: Path) -> None:
         assert (answer["op"], answer["nodeId"], answer["members"]) == ("add", 2, [1, 2, 3])
         assert answer["configIndex"] == config_index
 
+        # The answers match the OpenAPI document's schemas for them.
+        async with s.get(f"{leader.url}/api/openapi.json") as response:
+            document = await response.json()
+        components = document["components"]["schemas"]
+        for body, name in ((members, "Membership"), (answer, "MemberChangeResult")):
+            schema = components[name]
+            assert set(body) <= set(schema["properties"]), (name, set(body))
+            assert set(schema.get("required", [])) <= set(body), name
+        operations = document["paths"]["/api/admin/members"]
+        assert operations["post"]["security"] == [{"adminToken": []}]
+        assert operations["get"]["security"] == [{"adminToken": []}]
+
     run(tmp_path, 3, scenario)
 
 

@@ -228,6 +228,19 @@ def openapi_document() -> dict[str, Any]:
                     parameters=[_ID, _IF_MATCH, _IDEMPOTENCY],
                 ),
             },
+            "/api/admin/members": {
+                "get": _operation(
+                    "The cluster configuration as this node knows it (progress on the leader)",
+                    {"200": _json("Membership", "members, whether committed, progress")},
+                    security=admin,
+                ),
+                "post": _operation(
+                    "Add or remove one server; answered once committed (idempotent)",
+                    {"200": _json("MemberChangeResult", "committed, or alreadyApplied")},
+                    body="MemberChangeRequest",
+                    security=admin,
+                ),
+            },
             "/api/talents/{id}/events": {
                 "get": _operation(
                     "The talent's event stream (scope talents:read)",
