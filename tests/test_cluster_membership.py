@@ -200,3 +200,54 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
     cluster.run(scenario, timeout_s=150)
     for node_id in cluster.ids:
         assert "Traceback" not in cluster.log_text(node_id), cluster.log_text(node_id)
+
+
+def test_remove_the_leader_through_the_api_and_add_it_back(tmp_path: Path) -> None:
+    cluster = ProcCluster(tmp_path, overrides={"consensus": {"election_timeout_max": "300ms"}})
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            leader, term = await wait_for_leader(session, cluster, cluster.ids)
+            key = await bootstrap_tenant(session, cluster.url(leader), "acme")
+            acked = await write_talents(session, [cluster.url(leader)], key, ["a0", "a1"])
+            # A retry script: POST until 200, through the survivors (a 503 from the old
+            # leader, whose outcome is unknown, is retried like any other).
+            survivors = [i for i in cluster.ids if i != leader]
+            attempts: list[tuple[int, Any]] = []
+            deadline = time.monotonic() + 30
+            while True:
+                url = cluster.url(leader) if not attempts else cluster.url(survivors[0])
+                async with session.post(
+                    f"{url}/api/admin/members", json={"remove": leader}, headers=admin
+                ) as response:
+                    attempts.append((response.status, await response.json(content_type=None)))
+                if attempts[-1][0] == 200:
+                    break
+                assert attempts[-1][0] == 503, attempts
+                assert time.monotonic() < deadline, attempts
+                await asyncio.sleep(0.1)
+            answer = attempts[-1][1]
+            assert answer["members"] == survivors, attempts
+            # A first attempt that answers 200 made the change itself (later ones may find
+            # it done, or make it if the first was refused before proposing).
+            if len(attempts) == 1:
+                assert answer["alreadyApplied"] is False, attempts
+            new_leader, _ = await wait_for_leader(session, cluster, survivors, min_term=term)
+            acked.update(await write_talents(session, [cluster.url(new_leader)], key, ["b0", "b1"]))
+            # The old leader still runs, leads nothing and knows it is out.
+            old = await wait_health(session, cluster.url(leader))
+            assert old["role"] != "leader", old
+            listed = await members_json(cluster.url(leader))
+            assert listed["members"] == survivors, listed
+            # Added back (with its data: it was removed cleanly), it catches up.
+            code, out, err = await mox_members("add", str(leader), "--url", cluster.url(new_leader))
+            assert code == 0 and "added; members: 1, 2, 3" in out, (code, out, err)
+            commit_index = await max_commit_index(session, cluster, survivors)
+            await wait_caught_up(session, cluster.url(leader), commit_index)
+            await assert_readable(session, cluster.url(leader), key, acked, "stale")
+            cluster.assert_alive()
+
+    cluster.run(scenario, timeout_s=120)
+    for node_id in cluster.ids:
+        assert "Traceback" not in cluster.log_text(node_id), cluster.log_text(node_id)
