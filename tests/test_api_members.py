@@ -252,3 +252,27 @@ def test_removing_the_leader(tmp_path: Path) -> None:
         assert added["members"] == [1, 2, 3]
 
     run(tmp_path, 3, scenario)
+
+
+def test_a_leader_deposed_while_removing_itself_answers_outcome_unknown(tmp_path: Path) -> None:
+    async def scenario(cluster: Cluster, s: aiohttp.ClientSession) -> None:
+        leader = cluster.leader()
+        leader_id = leader.node.node_id
+        down, up = [n for n in cluster.nodes if n != leader_id]
+        # With `down` dead, the configuration without the leader ({down, up}) has no live
+        # majority: the leader appends its removal, cannot commit it, and check-quorum
+        # deposes it (it hears from `up` only). It must say so (503 OUTCOME_UNKNOWN) rather
+        # than wait for an outcome nobody will tell it (as a removed node it gets no
+        # entries from the next leader): a 503 TIMEOUT only after the request timeout.
+        await cluster.nodes[down].power_cut()
+        status, problem = await call(s, "POST", leader.url, json={"remove": leader_id})
+        assert (status, problem["code"]) == (503, "OUTCOME_UNKNOWN"), problem
+        assert leader.node.members() == tuple(sorted((down, up)))
+        # Once `down` is back, the retried removal is found done (or made) on the survivors.
+        await cluster.start_node(down)
+        done = await change_until_done(
+            s, [cluster.nodes[up].url, cluster.nodes[down].url], {"remove": leader_id}
+        )
+        assert done["members"] == sorted((down, up)), done
+
+    run(tmp_path, 3, scenario)

@@ -158,6 +158,16 @@ class _NotLeaderHere(Exception):
         self.leader_id = leader_id
 
 
+class _LeadershipLost(Exception):
+    """The leader that took a membership change stopped leading before it applied it."""
+
+
+# How often a membership change's wait checks that this node still leads, and how long it
+# still waits for the change once it does not (see _Api._propose_change).
+_LEADERSHIP_POLL_S: Final = 0.01
+_LEADERSHIP_LOST_GRACE_S: Final = 0.5
+
+
 class _Principal(msgspec.Struct, frozen=True):
     tenant_id: str
     key_id: str
@@ -879,6 +889,32 @@ class _Api:
             await asyncio.sleep(0.01)
         return False
 
+    async def _propose_change(self, change: ConfChange) -> None:
+        """Propose `change` and wait until it is applied here, within the request timeout.
+
+        Raises _LeadershipLost if this node stops leading first and the change is not
+        applied within a short grace: a deposed leader may never learn the outcome (a
+        leader that removed itself gets no more entries once its removal is in force), and
+        the client is better off retrying elsewhere now than waiting out the timeout.
+        """
+        proposal = asyncio.ensure_future(self.node.propose_conf_change(change))
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while not proposal.done():
+                    if not self.node.is_leader:
+                        # Committing its own removal steps a leader down in the same step;
+                        # the apply that answers the proposal follows at once.
+                        await asyncio.wait({proposal}, timeout=_LEADERSHIP_LOST_GRACE_S)
+                        if not proposal.done():
+                            raise _LeadershipLost
+                        break
+                    await asyncio.wait({proposal}, timeout=_LEADERSHIP_POLL_S)
+            proposal.result()
+        finally:
+            if not proposal.done():
+                # Only the wait ends: an appended entry stays in the log and may commit.
+                proposal.cancel()
+
     async def change_members(self, request: web.Request) -> web.Response:
         self._authenticate_admin(request)
         body: MemberChangeRequest = await self._body(request, MemberChangeRequest)
@@ -915,8 +951,16 @@ class _Api:
                 headers=retry,
             )
         try:
-            async with asyncio.timeout(self.timeout_s):
-                await self.node.propose_conf_change(change)
+            await self._propose_change(change)
+        except _LeadershipLost:
+            raise ApiProblem(
+                503,
+                "OUTCOME_UNKNOWN",
+                f"node {self.node_id} stopped leading before it knew the change committed; "
+                "it may have been applied: retry the same request (a change already in "
+                "effect answers 200 with alreadyApplied)",
+                headers=retry,
+            ) from None
         except NotLeader as exc:
             raise _NotLeaderHere(exc.leader_id) from None
         except ConfChangeRefused:
