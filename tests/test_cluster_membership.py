@@ -12,6 +12,7 @@ unreachable node, bad flags.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ from test_cluster_support import (
 )
 
 from mox.io.ports import free_ports
+from mox.node.cli import dump_toml
 
 SNAPSHOT_THRESHOLD = 16
 CLI_TIMEOUT_S = 90.0
@@ -96,7 +98,10 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
             assert (listed["members"], listed["committed"]) == ([1, 2, 3], True), listed
             code, out, err = await mox_members("list", "--url", cluster.url(leader))
             assert code == 0, (code, out, err)
-            assert "members: 1, 2, 3 (committed at index 0, from cluster.nodes;" in out, out
+            assert (
+                "members: 1, 2, 3 (committed at index 0, from cluster.nodes at the node's first start;"
+                in out
+            ), out
 
             # X dies with its disk: the current leader, so that the removal also waits out
             # an election (the CLI retries 503 until a survivor leads).
@@ -251,3 +256,40 @@ def test_remove_the_leader_through_the_api_and_add_it_back(tmp_path: Path) -> No
     cluster.run(scenario, timeout_s=120)
     for node_id in cluster.ids:
         assert "Traceback" not in cluster.log_text(node_id), cluster.log_text(node_id)
+
+
+def test_an_edited_cluster_nodes_list_does_not_change_a_nodes_configuration(
+    tmp_path: Path,
+) -> None:
+    """A node whose configuration never came from the log (no change, no snapshot) keeps the
+    members its data directory was created with when restarted with more ids in
+    cluster.nodes: with the edited list as its configuration it would count quorums of 5
+    where the others count quorums of 3, and the two need not overlap."""
+    cluster = ProcCluster(tmp_path)
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            leader, _ = await wait_for_leader(session, cluster, cluster.ids)
+            key = await bootstrap_tenant(session, cluster.url(leader), "acme")
+            edited = next(i for i in cluster.ids if i != leader)
+            assert cluster.stop_node(edited) == 0
+            document = copy.deepcopy(cluster.documents[edited])
+            ports = free_ports(4)
+            document["cluster"]["nodes"] += [
+                {"id": 4, "host": "127.0.0.1", "client_port": ports[0], "cluster_port": ports[1]},
+                {"id": 5, "host": "127.0.0.1", "client_port": ports[2], "cluster_port": ports[3]},
+            ]
+            cluster.config_path(edited).write_text(dump_toml(document))
+            cluster.start_node(edited)
+            await wait_health(session, cluster.url(edited))
+            listed = await members_json(cluster.url(edited))
+            assert (listed["members"], listed["configSource"]) == ([1, 2, 3], "initial"), listed
+            # 4 and 5 have addresses now, so they are candidates for `members add`.
+            assert listed["nonMembers"] == [4, 5], listed
+            # And the restarted node serves with the others as before.
+            acked = await write_talents(session, [cluster.url(edited)], key, ["e0"])
+            commit_index = await max_commit_index(session, cluster, cluster.ids)
+            await wait_caught_up(session, cluster.url(edited), commit_index)
+            await assert_readable(session, cluster.url(edited), key, acked, "stale")
+
+    cluster.run(scenario, timeout_s=90)

@@ -29,7 +29,11 @@ HTTP_TIMEOUT_S: Final = 30.0
 RETRY_PAUSE_S: Final = 0.5
 # 409 CHANGE_IN_PROGRESS resolves by itself once the pending entry commits: worth retrying.
 RETRYABLE_CODES: Final = frozenset({"CHANGE_IN_PROGRESS"})
-_SOURCES: Final = {"log": "the log", "snapshot": "the snapshot", "initial": "cluster.nodes"}
+_SOURCES: Final = {
+    "log": "the log",
+    "snapshot": "the snapshot",
+    "initial": "cluster.nodes at the node's first start",
+}
 
 
 class MembersError(MoxError):

@@ -471,9 +471,14 @@ class Node:
             entries=[e for e in entries if e.index > snapshot_index],
             applied_index=applied_index,
         )
+        # The configuration before any in the log or the snapshot is the one this data
+        # directory was created with, not today's config.members: a node restarted after
+        # an edit of cluster.nodes must not count quorums over ids the others do not.
+        initial_members = tuple(state.members) if state.members else tuple(config.members)
+        assert len(set(initial_members)) == len(initial_members), initial_members
         raft_config = RaftConfig(
             node_id=config.node_id,
-            members=tuple(config.members),
+            members=initial_members,
             heartbeat_ticks=config.heartbeat_ticks,
             max_batch_size=config.max_batch_size,
             max_message_size_bytes=config.max_message_size_bytes,
