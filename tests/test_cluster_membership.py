@@ -68,6 +68,18 @@ async def members_json(url: str) -> dict[str, Any]:
     return listed
 
 
+async def wait_members(url: str, members: list[int], timeout_s: float = 30) -> dict[str, Any]:
+    """The node's membership once its latest configuration is `members` (a follower may
+    not have the entry yet when the leader answered the change)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = await members_json(url)
+        if listed["members"] == members:
+            return listed
+        assert time.monotonic() < deadline, (url, listed)
+        await asyncio.sleep(0.05)
+
+
 async def wait_health(
     session: aiohttp.ClientSession, url: str, timeout_s: float = 30
 ) -> dict[str, Any]:
@@ -112,8 +124,7 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
             code, out, err = await mox_members("remove", str(victim), "--url", survivor_urls[0])
             assert code == 0, (code, out, err)
             assert f"node {victim} removed" in out, out
-            listed = await members_json(survivor_urls[1])
-            assert listed["members"] == survivors, listed
+            listed = await wait_members(survivor_urls[1], survivors)
             assert listed["nonMembers"] == [victim], listed
 
             # The two survivors serve writes alone (a majority of 2 is both), past several
@@ -166,8 +177,7 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
             assert cluster.log_events(victim, "node.snapshot_installed"), "no snapshot installed"
             await assert_readable(session, x_url, key, acked, "stale")
             for url in urls:
-                listed = await members_json(url)
-                assert listed["members"] == [1, 2, 3], (url, listed)
+                await wait_members(url, [1, 2, 3])
             # The leader reports every member's progress (asked until the node asked still
             # leads when it answers: leadership may move in between on a loaded machine).
             deadline = time.monotonic() + 30
@@ -293,3 +303,72 @@ def test_an_edited_cluster_nodes_list_does_not_change_a_nodes_configuration(
             await assert_readable(session, cluster.url(edited), key, acked, "stale")
 
     cluster.run(scenario, timeout_s=90)
+
+
+class _ThreeOfFour(ProcCluster):
+    """Four configured nodes of which `start` runs the first three."""
+
+    def start(self) -> ProcCluster:
+        for node_id in (1, 2, 3):
+            self.start_node(node_id)
+        return self
+
+
+def test_add_a_node_under_a_new_id(tmp_path: Path) -> None:
+    """The procedure for a new id: its address into every node's cluster.nodes (a rolling
+    restart; each node keeps its configuration), the new node started empty (it cannot
+    disrupt anyone), `mox members add 4`, and it catches up."""
+    cluster = _ThreeOfFour(tmp_path, size=4)
+    full = {i: copy.deepcopy(cluster.documents[i]) for i in (1, 2, 3)}
+    for node_id in (1, 2, 3):
+        document = copy.deepcopy(full[node_id])
+        document["cluster"]["nodes"] = [n for n in document["cluster"]["nodes"] if n["id"] != 4]
+        cluster.config_path(node_id).write_text(dump_toml(document))
+    three = [1, 2, 3]
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            leader, _ = await wait_for_leader(session, cluster, three)
+            key = await bootstrap_tenant(session, cluster.url(leader), "acme")
+            acked = await write_talents(session, [cluster.url(leader)], key, ["a0", "a1", "a2"])
+            # Without an address, 4 cannot be added.
+            code, out, err = await mox_members("add", "4", "--url", cluster.url(leader))
+            assert code == 1 and "not in cluster.nodes" in err, (code, out, err)
+
+            # Rolling restart with 4's address in every config, one node at a time.
+            for node_id in three:
+                cluster.config_path(node_id).write_text(dump_toml(full[node_id]))
+                assert cluster.stop_node(node_id) == 0
+                cluster.start_node(node_id)
+                commit_index = await max_commit_index(session, cluster, three)
+                await wait_caught_up(session, cluster.url(node_id), commit_index)
+                listed = await members_json(cluster.url(node_id))
+                assert (listed["members"], listed["nonMembers"]) == ([1, 2, 3], [4]), listed
+            await wait_for_leader(session, cluster, three)
+
+            # Node 4 starts empty: its pre-votes are refused, it stays out of every quorum.
+            cluster.start_node(4)
+            deadline = time.monotonic() + 30
+            while True:
+                status = await wait_health(session, cluster.url(4))
+                if status["role"] == "pre_candidate":
+                    break
+                assert time.monotonic() < deadline, status
+                await asyncio.sleep(0.02)
+            assert status["commitIndex"] == 0, status
+            acked.update(await write_talents(session, [cluster.url(1)], key, ["b0"]))
+
+            code, out, err = await mox_members("add", "4", "--url", cluster.url(2))
+            assert code == 0 and "node 4 added; members: 1, 2, 3, 4" in out, (code, out, err)
+            commit_index = await max_commit_index(session, cluster, three)
+            await wait_caught_up(session, cluster.url(4), commit_index)
+            await assert_readable(session, cluster.url(4), key, acked, "stale")
+            # A member now: a write through it is acknowledged, and every node lists 4.
+            acked.update(await write_talents(session, [cluster.url(4)], key, ["c0"]))
+            for node_id in cluster.ids:
+                await wait_members(cluster.url(node_id), [1, 2, 3, 4])
+            cluster.assert_alive()
+
+    cluster.run(scenario, timeout_s=120)
+    for node_id in cluster.ids:
+        assert "Traceback" not in cluster.log_text(node_id), cluster.log_text(node_id)
