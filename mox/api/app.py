@@ -832,7 +832,7 @@ class _Api:
         self._authenticate_admin(request)
         return _json(self._membership())
 
-    def _member_change(self, body: MemberChangeRequest) -> ConfChange:
+    def _member_change(self, body: MemberChangeRequest, members: list[int]) -> ConfChange:
         if (body.add is None) == (body.remove is None):
             raise ApiProblem(
                 422,
@@ -844,7 +844,8 @@ class _Api:
         node_id = body.add if body.add is not None else body.remove
         assert node_id is not None
         known = [node.id for node in self.config.cluster.nodes]
-        if node_id not in known:
+        # A member whose address was dropped from this node's config can still be removed.
+        if node_id not in known and not (op == "remove" and node_id in members):
             # Peers dial each other by the addresses in cluster.nodes: an id without one
             # could never be reached, and as a member it would only block quorums.
             raise ApiProblem(
@@ -918,7 +919,7 @@ class _Api:
     async def change_members(self, request: web.Request) -> web.Response:
         self._authenticate_admin(request)
         body: MemberChangeRequest = await self._body(request, MemberChangeRequest)
-        change = self._member_change(body)
+        change = self._member_change(body, [int(m) for m in self.node.core.log.config()])
         if not self.node.is_leader:
             raise _NotLeaderHere(self.node.status().leader_id)
         retry = {"Retry-After": "1"}
