@@ -290,6 +290,8 @@ def test_an_edited_cluster_nodes_list_does_not_change_a_nodes_configuration(
             leader, _ = await wait_for_leader(session, cluster, cluster.ids)
             key = await bootstrap_tenant(session, cluster.url(leader), "acme")
             edited = next(i for i in cluster.ids if i != leader)
+            # Up (its SIGTERM handler installed) before it is stopped cleanly.
+            await wait_health(session, cluster.url(edited))
             assert cluster.stop_node(edited) == 0
             document = copy.deepcopy(cluster.documents[edited])
             ports = free_ports(4)
@@ -343,7 +345,11 @@ def test_add_a_node_under_a_new_id(tmp_path: Path) -> None:
             code, out, err = await mox_members("add", "4", "--url", cluster.url(leader))
             assert code == 1 and "not in cluster.nodes" in err, (code, out, err)
 
-            # Rolling restart with 4's address in every config, one node at a time.
+            # Rolling restart with 4's address in every config, one node at a time. Each
+            # node must be up first: one still starting would read the edited file and be
+            # created with 4 in its initial configuration.
+            for node_id in three:
+                await wait_health(session, cluster.url(node_id))
             for node_id in three:
                 cluster.config_path(node_id).write_text(dump_toml(full[node_id]))
                 assert cluster.stop_node(node_id) == 0
