@@ -317,7 +317,7 @@ class MoxCluster:
     """A 3-node Mox cluster of `mox start` processes on 127.0.0.1, from the embedded default
     config (fsync on), in a scratch directory; the bench bootstraps one tenant in it."""
 
-    def __init__(self, root: Path, size: int = 3) -> None:
+    def __init__(self, root: Path, size: int = 3, io_backend: str = "auto") -> None:
         from mox.node.cli import dump_toml, load_default_template, node_config_documents
 
         assert size >= 1
@@ -325,7 +325,9 @@ class MoxCluster:
         root.mkdir(parents=True, exist_ok=True)
         ports = free_ports(2 * size)
         self.client_ports = ports[:size]
-        documents = node_config_documents(load_default_template(), ports[:size], ports[size:])
+        template = load_default_template()
+        template.setdefault("storage", {})["io_backend"] = io_backend
+        documents = node_config_documents(template, ports[:size], ports[size:])
         self.config_paths: list[Path] = []
         for node_id, document in documents.items():
             path = root / f"node{node_id}.toml"
@@ -367,6 +369,19 @@ class MoxCluster:
         stop_processes(self.processes)
         for log in self._logs:
             log.close()
+
+    def io_backends(self) -> list[str]:
+        """The WAL backend each node runs on (from its `node.recovered` log line; `auto`
+        races the backends at start, so nodes of one cluster may differ)."""
+        found: list[str] = []
+        for path in self.config_paths:
+            backend = "?"
+            for line in path.with_suffix(".log").read_text(errors="replace").splitlines():
+                if '"node.recovered"' in line:
+                    with contextlib.suppress(ValueError):
+                        backend = str(json.loads(line).get("io_backend", "?"))
+            found.append(backend)
+        return found
 
     def check_alive(self) -> None:
         """Raise (with the end of its log) if a node has exited."""
@@ -778,18 +793,25 @@ async def _bench_etcd(
 
 
 async def _bench_mox(
-    root: Path, client_counts: list[int], duration_s: float, value_size_bytes: int, loop_name: str
+    root: Path,
+    client_counts: list[int],
+    duration_s: float,
+    value_size_bytes: int,
+    loop_name: str,
+    io_backend: str,
+    backends_out: list[str],
 ) -> list[LoadResult]:
     # A talent whose display name is the value: a `value_size_bytes`-character string.
     name = ("mox-bench-" * (value_size_bytes // 10 + 1))[:value_size_bytes]
-    cluster = MoxCluster(root / "mox")
+    cluster = MoxCluster(root / "mox", io_backend=io_backend)
     results: list[LoadResult] = []
     cluster.start(loop_name)
     try:
         leader = await cluster.leader_url()
         key, ids = await cluster.bootstrap(leader, reads=100, name=name)
         headers = {"Authorization": f"Bearer {key}"}
-        click.echo(f"mox: 3 nodes up, leader {leader}")
+        backends_out.extend(cluster.io_backends())
+        click.echo(f"mox: 3 nodes up, leader {leader}, WAL backends {','.join(backends_out)}")
         for clients in client_counts:
             results.append(
                 await run_load(
@@ -827,10 +849,14 @@ async def _bench(
     value_size_bytes: int,
     etcd: bool,
     loop_name: str,
+    io_backend: str,
+    backends_out: list[str],
 ) -> list[LoadResult]:
     value = bytes(range(256)) * (value_size_bytes // 256 + 1)
     value = value[:value_size_bytes]
-    results = await _bench_mox(root, client_counts, duration_s, value_size_bytes, loop_name)
+    results = await _bench_mox(
+        root, client_counts, duration_s, value_size_bytes, loop_name, io_backend, backends_out
+    )
     if etcd:
         results.extend(await _bench_etcd(root, client_counts, duration_s, value))
     return results
@@ -885,6 +911,13 @@ def _install_uvloop() -> str:
     show_default=True,
     help="Event loop of the Mox nodes (mox start --loop).",
 )
+@click.option(
+    "--io-backend",
+    type=click.Choice(["auto", "io_uring", "pwrite"]),
+    default="auto",
+    show_default=True,
+    help="WAL backend of the Mox nodes ([storage] io_backend); auto races them at start.",
+)
 def command(
     json_path: str | None,
     duration_s: float,
@@ -893,6 +926,7 @@ def command(
     data_dir: str | None,
     no_etcd: bool,
     node_loop: str,
+    io_backend: str,
 ) -> None:
     """Write and read throughput and latency of a 3-node cluster, beside etcd."""
     loop_name = _install_uvloop()
@@ -905,9 +939,19 @@ def command(
     load_before = os.getloadavg()[0]
     transport = asyncio.run(_bench_transport(value_size_bytes, min(duration_s, 4.0)))
     _print_transport(transport)
+    backends: list[str] = []
     with _scratch_dir(data_dir) as root:
         results = asyncio.run(
-            _bench(root, client_counts, duration_s, value_size_bytes, not no_etcd, node_loop)
+            _bench(
+                root,
+                client_counts,
+                duration_s,
+                value_size_bytes,
+                not no_etcd,
+                node_loop,
+                io_backend,
+                backends,
+            )
         )
     load_after = os.getloadavg()[0]
     _print_results(results)
@@ -921,6 +965,7 @@ def command(
             "cpus": os.cpu_count(),
             "load_average_1m": [round(load_before, 2), round(load_after, 2)],
             "duration_s": duration_s,
+            "mox_io_backends": backends,
             "results": [r.as_json() for r in results],
             "transport": transport,
         }
