@@ -26,12 +26,17 @@ __all__ = [
     "MoxConfig",
     "NodeAddress",
     "StorageConfig",
+    "check_initial_state",
     "load_config",
     "parse_config",
 ]
 
 IO_BACKENDS = ("auto", "io_uring", "pwrite")
 PROTOCOLS = ("raft", "vsr")
+# cluster.initial_state: "new" bootstraps a cluster (an empty node starts as a member of
+# cluster.nodes); "existing" joins one (an empty node starts a member of nothing and waits
+# for a leader that added it). Only an empty data directory reads it (docs/operations.md).
+INITIAL_STATES = ("new", "existing")
 KiB = 1024
 MiB = 1024**2
 GiB = 1024**3
@@ -50,6 +55,7 @@ class ClusterConfig:
     node_id: int
     nodes: tuple[NodeAddress, ...]
     cluster_id: str = "mox"
+    initial_state: str = "new"
 
     def node(self, node_id: int) -> NodeAddress:
         for address in self.nodes:
@@ -292,11 +298,29 @@ def _parse_cluster(raw: object) -> ClusterConfig:
     node_id = table.require("node_id", _NODE_ID)
     nodes = table.require("nodes", _nodes)
     cluster_id = table.take("cluster_id", "mox", _cluster_id)
+    initial_state = table.take("initial_state", "new", _choice(INITIAL_STATES))
     table.finish()
     if all(node.id != node_id for node in nodes):
         ids = ", ".join(str(node.id) for node in nodes)
         raise ConfigError("cluster.node_id", f"{node_id} is not among cluster.nodes (ids {ids})")
-    return ClusterConfig(node_id=node_id, nodes=nodes, cluster_id=cluster_id)
+    check_initial_state(initial_state, node_id, nodes, "cluster.initial_state")
+    return ClusterConfig(
+        node_id=node_id, nodes=nodes, cluster_id=cluster_id, initial_state=initial_state
+    )
+
+
+def check_initial_state(
+    initial_state: str, node_id: int, nodes: tuple[NodeAddress, ...], key: str
+) -> None:
+    """Refuse a join with nobody to join: the node would wait forever for a leader."""
+    assert initial_state in INITIAL_STATES, initial_state
+    if initial_state == "existing" and all(node.id == node_id for node in nodes):
+        raise ConfigError(
+            key,
+            "'existing' (join a running cluster) needs the addresses of its members in "
+            f"cluster.nodes, which lists only this node ({node_id}); a one-node cluster "
+            "starts with 'new'",
+        )
 
 
 def _parse_storage(raw: object) -> StorageConfig:

@@ -230,3 +230,39 @@ def test_raft_extensions_reach_the_node_config() -> None:
     assert node_config.pre_vote is False
     assert node_config.check_quorum is False
     assert node_config_from(parse_config(copy.deepcopy(MINIMAL), "test")).pre_vote is True
+
+
+def test_initial_state_new_by_default_existing_joins() -> None:
+    from mox.node.cli import node_config_from
+
+    config = parse_config(copy.deepcopy(MINIMAL), "test")
+    assert config.cluster.initial_state == "new"
+    assert node_config_from(config).join is False
+    raw = copy.deepcopy(MINIMAL)
+    raw["cluster"]["initial_state"] = "existing"
+    joining = parse_config(raw, "test")
+    assert joining.cluster.initial_state == "existing"
+    node_config = node_config_from(joining)
+    assert node_config.join is True
+    assert node_config.new_directory_members() == (1,)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("exisiting", "must be one of new, existing"), (True, "must be one of new, existing")],
+)
+def test_initial_state_bad_values_name_the_key(value: object, problem: str) -> None:
+    raw = copy.deepcopy(MINIMAL)
+    raw["cluster"]["initial_state"] = value
+    with pytest.raises(ConfigError, match=problem) as info:
+        parse_config(raw, "test")
+    assert info.value.key == "cluster.initial_state"
+
+
+def test_initial_state_existing_needs_someone_to_join() -> None:
+    raw = copy.deepcopy(MINIMAL)
+    raw["cluster"]["nodes"] = raw["cluster"]["nodes"][1:]
+    raw["cluster"]["initial_state"] = "existing"
+    with pytest.raises(ConfigError, match="lists only this node") as info:
+        parse_config(raw, "test")
+    assert info.value.key == "cluster.initial_state"

@@ -31,6 +31,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
+import attrs
 import click
 
 from mox.config import MoxConfig, load_config, parse_config
@@ -50,6 +51,7 @@ __all__ = [
     "node_config_from",
     "serve",
     "start_command",
+    "with_join",
 ]
 
 LOCK_FILE = "mox.lock"
@@ -109,9 +111,33 @@ def node_config_from(config: MoxConfig) -> NodeConfig:
         max_message_size_bytes=config.limits.max_message_size_bytes,
         wal_segment_size_bytes=config.storage.wal_segment_size_bytes,
         lsm_options=lsm_options,
+        join=config.cluster.initial_state == "existing",
     )
     assert HEARTBEAT_TICKS < election_min_ticks < election_max_ticks
     return node_config
+
+
+def with_join(config: MoxConfig, config_path: str) -> MoxConfig:
+    """`mox start --join`: the config with cluster.initial_state = "existing".
+
+    A file that says initial_state = "new" outright contradicts the flag: refused rather
+    than one of them silently winning."""
+    from mox.config import check_initial_state
+
+    try:
+        with open(config_path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:  # load_config read it a moment ago
+        raise ConfigError(config_path, f"cannot read config file: {exc}") from None
+    cluster = raw.get("cluster")
+    if isinstance(cluster, dict) and cluster.get("initial_state") == "new":
+        raise click.UsageError(
+            f"--join contradicts cluster.initial_state = \"new\" in {config_path}; "
+            "remove one of them"
+        )
+    check_initial_state("existing", config.cluster.node_id, config.cluster.nodes, "--join")
+    cluster_config = attrs.evolve(config.cluster, initial_state="existing")
+    return attrs.evolve(config, cluster=cluster_config)
 
 
 def _check_supported(config: MoxConfig) -> None:
@@ -439,11 +465,21 @@ def _run(main: Coroutine[Any, Any, int], loop_name: str) -> int:
     show_default=True,
     help="Event loop: auto (uvloop when installed), uvloop, or asyncio.",
 )
-def start_command(config_path: str, loop_name: str) -> None:
+@click.option(
+    "--join",
+    is_flag=True,
+    default=False,
+    help="Join a running cluster: cluster.initial_state = \"existing\". An empty data "
+    "directory then starts a member of nothing until a leader adds this node; a node with "
+    "data ignores it.",
+)
+def start_command(config_path: str, loop_name: str, join: bool) -> None:
     """Run one node of a cluster (API, cluster transport, storage) until SIGINT/SIGTERM."""
     from mox.api import make_logger
 
     config = load_config(config_path)
+    if join:
+        config = with_join(config, config_path)
     _check_supported(config)
     logger = make_logger(sys.stderr, node=config.cluster.node_id)
     handler = _StdlibToStructlog(logger)

@@ -157,6 +157,8 @@ class NodeConfig:
     """One node's identity, timing and limits."""
 
     node_id: int
+    # The cluster's nodes (cluster.nodes). Without `join`, the initial configuration of a
+    # new data directory, which must include this node.
     members: tuple[int, ...]
     cluster_id: str = "mox"
     tick_interval_s: float = 0.010
@@ -177,14 +179,39 @@ class NodeConfig:
     ticks_catch_up_max: int = 4
     compaction_step_bytes: int = 1024 * 1024
     lsm_options: LsmOptions = attrs.field(factory=LsmOptions)
+    # cluster.initial_state = "existing": a new data directory starts outside every
+    # configuration (see join_members); an existing one ignores this.
+    join: bool = False
 
     def __attrs_post_init__(self) -> None:
-        assert self.node_id in self.members, (self.node_id, self.members)
+        if self.join:
+            # The joiner's own id may or may not be listed; the others are whom it joins.
+            assert self.join_members(), (self.node_id, self.members)
+        else:
+            assert self.node_id in self.members, (self.node_id, self.members)
         assert len(set(self.members)) == len(self.members)
         assert self.tick_interval_s > 0
         assert 1 <= self.heartbeat_ticks < self.election_timeout_ticks_min
         assert self.election_timeout_ticks_min < self.election_timeout_ticks_max
         assert self.snapshot_threshold_entries >= 1
+
+    def join_members(self) -> tuple[int, ...]:
+        """A joiner's initial configuration: the other nodes, never itself.
+
+        The core has no empty configuration (a quorum of nothing is undefined), so a node
+        that is a member of nothing starts with a configuration it is not in: outside it,
+        the core never times out (promotable() is false), so it never pre-votes or
+        campaigns and its term stays where the leaders put it. It becomes a member only
+        through a config entry or a snapshot from a leader that added it.
+        """
+        return tuple(member for member in self.members if member != self.node_id)
+
+    def new_directory_members(self) -> tuple[int, ...]:
+        """The initial configuration recorded in a new data directory's superblock."""
+        members = self.join_members() if self.join else self.members
+        assert members
+        assert self.join == (self.node_id not in members)
+        return members
 
 
 @attrs.frozen
@@ -428,12 +455,28 @@ class Node:
         # older term or vote.
         state = await superblock.recover()
         if state is None:
+            # Recorded now, so that a joiner restarted before it is added stays outside.
+            new_members = config.new_directory_members()
             state = await superblock.write(
                 SuperblockState(
                     cluster_id=config.cluster_id,
                     node_id=config.node_id,
-                    members=list(config.members),
+                    members=list(new_members),
                 )
+            )
+            if config.join:
+                logger.info(
+                    "node.joining",
+                    node=config.node_id,
+                    waiting_for=list(new_members),
+                    note="a member of no configuration until a leader adds it",
+                )
+        elif config.join:
+            logger.info(
+                "node.join_ignored",
+                node=config.node_id,
+                members=list(state.members),
+                note="cluster.initial_state only matters for an empty data directory",
             )
         hard_state = HardState(term=state.term, vote=state.vote, commit=state.commit)
         stored = read_snapshot(fs)

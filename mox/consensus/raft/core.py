@@ -651,7 +651,10 @@ class RaftCore:
         self._known.add(node)
         if node == self.id:
             self._self_removal = (entry.index, entry.term)
-        if node != self.id and node not in self._progress:
+        if node != self.id and change.op == "add":
+            # Forget what this leader knew of the node before it was removed: it may come
+            # back with an empty log (a replaced disk, a joiner), and a stale match index
+            # would have the leader probe from it forever while the node rejects.
             self._progress[node] = Progress(self._leader_start_next_index)
         if self._tracing:
             self._emit("ChangeMembership", args={change.op: node, "config": new, "index": entry.index})
