@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 from test_cluster import assert_readable, wait_caught_up, write_talents
-from test_cluster_membership import mox_members, wait_health, wait_members
+from test_cluster_membership import members_json, mox_members, wait_health, wait_members
 from test_cluster_support import (
     ProcCluster,
     bootstrap_tenant,
@@ -73,8 +73,8 @@ def test_two_wiped_nodes_started_with_join_do_not_form_a_majority(tmp_path: Path
                 await asyncio.sleep(0.05)
             for node_id in others:
                 assert cluster.log_events(node_id, "node.joining"), cluster.log_text(node_id)
-                listed = (await members_of(cluster.url(node_id)))["members"]
-                assert node_id not in listed, listed
+                listed = await members_json(cluster.url(node_id))
+                assert node_id not in listed["members"], listed
             now = await wait_health(session, leader_url)
             if cluster_support_pauses() is None:
                 assert (now["term"], now["leaderId"]) == (before["term"], leader), (before, now)
@@ -93,12 +93,6 @@ def test_two_wiped_nodes_started_with_join_do_not_form_a_majority(tmp_path: Path
     cluster.run(scenario, timeout_s=60)
     for node_id in cluster.ids:
         assert "Traceback" not in cluster.log_text(node_id), cluster.log_text(node_id)
-
-
-async def members_of(url: str) -> dict[str, object]:
-    from test_cluster_membership import members_json
-
-    return await members_json(url)
 
 
 def cluster_support_pauses() -> object:
