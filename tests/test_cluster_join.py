@@ -17,7 +17,13 @@ from pathlib import Path
 
 import aiohttp
 from test_cluster import assert_readable, wait_caught_up, write_talents
-from test_cluster_membership import members_json, mox_members, wait_health, wait_members
+from test_cluster_membership import (
+    members_json,
+    mox_members,
+    start_joiner,
+    wait_health,
+    wait_members,
+)
 from test_cluster_support import (
     ProcCluster,
     bootstrap_tenant,
@@ -29,19 +35,6 @@ from test_cluster_support import (
 
 # Long enough for many election timeouts (300 ms at most here).
 SILENCE_S = 2.0
-
-
-def start_joiner(cluster: ProcCluster, node_id: int) -> None:
-    """ProcCluster.start_node with --join."""
-    log = cluster.log_path(node_id).open("ab")
-    cluster.logs[node_id] = log
-    cluster.processes[node_id] = subprocess.Popen(
-        mox_command("start", "--config", str(cluster.config_path(node_id)), "--join"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=child_env(),
-        start_new_session=True,
-    )
 
 
 def test_two_wiped_nodes_started_with_join_do_not_form_a_majority(tmp_path: Path) -> None:

@@ -92,6 +92,33 @@ async def wait_health(
     raise AssertionError(f"{url} did not answer /health within {timeout_s} s")
 
 
+def start_joiner(cluster: ProcCluster, node_id: int) -> None:
+    """ProcCluster.start_node with --join, as docs/operations.md says to start an empty
+    node that joins a running cluster."""
+    log = cluster.log_path(node_id).open("ab")
+    cluster.logs[node_id] = log
+    cluster.processes[node_id] = subprocess.Popen(
+        mox_command("start", "--config", str(cluster.config_path(node_id)), "--join"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+        start_new_session=True,
+    )
+
+
+async def assert_waits_silently(
+    session: aiohttp.ClientSession, url: str, duration_s: float = 1.0
+) -> dict[str, Any]:
+    """A joiner not yet added: a follower that knows no log, for `duration_s` on end."""
+    deadline = time.monotonic() + duration_s
+    while True:
+        status = await wait_health(session, url)
+        assert status["role"] == "follower" and status["commitIndex"] == 0, status
+        if time.monotonic() >= deadline:
+            return status
+        await asyncio.sleep(0.05)
+
+
 def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
     cluster = ProcCluster(
         tmp_path,
@@ -135,21 +162,15 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
             acked.update(more)
 
             # Wipe X's data directory (only now: it is no longer a member) and start it
-            # empty. It knows no log and only its static initial configuration.
+            # empty with --join: a member of nothing, it waits to be added.
             shutil.rmtree(cluster.data_dir(victim))
             before = {i: await wait_health(session, cluster.url(i)) for i in survivors}
-            cluster.start_node(victim)
+            start_joiner(cluster, victim)
             x_url = cluster.url(victim)
-            # It runs, times out and asks for pre-votes, which the survivors refuse (its log
-            # is empty; a refusal teaches it their term): nobody's term moves.
-            deadline = time.monotonic() + 30
-            while True:
-                x_status = await wait_health(session, x_url)
-                if x_status["role"] == "pre_candidate":
-                    break
-                assert time.monotonic() < deadline, x_status
-                await asyncio.sleep(0.02)
-            assert x_status["commitIndex"] == 0, x_status
+            x_status = await assert_waits_silently(session, x_url)
+            # Its term is at most the survivors' (a message of theirs may have carried it).
+            assert x_status["term"] <= max(b["term"] for b in before.values()), (x_status, before)
+            assert cluster.log_events(victim, "node.joining"), cluster.log_text(victim)
             # Writes go on, and the leader and term of the survivors are those of before
             # (unless --pause-nodes deschedules a survivor: that moves terms by itself).
             acked.update(await write_talents(session, survivor_urls, key, ["c0", "c1"]))
@@ -164,7 +185,7 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
                         before[node_id]["leaderId"],
                     ), (before, now)
             listed = await members_json(x_url)
-            assert listed["members"] == [1, 2, 3] and listed["commitIndex"] == 0, listed
+            assert listed["members"] == survivors and listed["commitIndex"] == 0, listed
 
             # Add X back, through a survivor (X knows no leader: it could not forward).
             add_started_s = time.monotonic()
@@ -360,16 +381,11 @@ def test_add_a_node_under_a_new_id(tmp_path: Path) -> None:
                 assert (listed["members"], listed["nonMembers"]) == ([1, 2, 3], [4]), listed
             await wait_for_leader(session, cluster, three)
 
-            # Node 4 starts empty: its pre-votes are refused, it stays out of every quorum.
-            cluster.start_node(4)
-            deadline = time.monotonic() + 30
-            while True:
-                status = await wait_health(session, cluster.url(4))
-                if status["role"] == "pre_candidate":
-                    break
-                assert time.monotonic() < deadline, status
-                await asyncio.sleep(0.02)
-            assert status["commitIndex"] == 0, status
+            # Node 4 starts empty with --join: a member of nothing, it waits to be added.
+            start_joiner(cluster, 4)
+            await assert_waits_silently(session, cluster.url(4))
+            listed = await members_json(cluster.url(4))
+            assert listed["members"] == [1, 2, 3], listed
             acked.update(await write_talents(session, [cluster.url(1)], key, ["b0"]))
 
             code, out, err = await mox_members("add", "4", "--url", cluster.url(2))
