@@ -277,3 +277,43 @@ def test_without_join_two_wiped_nodes_do_elect_one_of_them() -> None:
         await cluster.stop()
 
     run(body)
+
+
+class ListLogger:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def info(self, event: str, /, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+    def error(self, event: str, /, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+
+def test_a_node_with_data_ignores_join_and_says_so() -> None:
+    async def body() -> None:
+        cluster = Cluster((1,), seed=13)
+        node = await cluster.start(1)
+        await cluster.leader((1,))
+        assert decode_result(await node.submit(create_tenant())).ok
+        cluster.crash(1)
+        logger = ListLogger()
+        config = NodeConfig(node_id=1, members=(1, 2), join=True)
+        node = await Node.open(
+            config,
+            fs=cluster.disks[1].filesystem(),
+            transport=cluster.network.endpoint(1),
+            clock=cluster.clock,
+            rng=cluster.rngs[1],
+            logger=logger,
+        )
+        names = [name for name, _ in logger.events]
+        assert "node.join_ignored" in names and "node.joining" not in names, names
+        # Still the one-member cluster it was created as: it leads again on its own.
+        assert node.members() == (1,)
+        node.start()
+        cluster.nodes[1] = node
+        await cluster.leader((1,))
+        await cluster.stop()
+
+    run(body)
