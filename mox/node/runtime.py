@@ -586,6 +586,12 @@ class Node:
         return self.core.role is Role.LEADER
 
     @property
+    def api_keys_epoch(self) -> int:
+        """Changes whenever an applied command may have changed an API key record here
+        (the API's cache of verified keys is valid while it stays the same)."""
+        return self.machine.api_keys_epoch
+
+    @property
     def leader_id(self) -> int | None:
         """The leader this node knows of (itself when leading), or None."""
         return self.core.leader_id or None
@@ -931,6 +937,7 @@ class Node:
         meta = install.meta
         await write_snapshot(self._fs, meta, install.data)
         await self.lsm.replace_all(decode_items(install.data), meta.index)
+        self.machine.note_store_replaced()
         if install.keep_log_suffix:
             await self.wal.drop_prefix(meta.index + 1)
         else:

@@ -382,11 +382,20 @@ class _Apply:
         self.put(keys.event_key(self.tenant_id, stream, version), event)
 
 
+# The only commands that put an API key record (see _create_tenant, _issue_api_key,
+# _revoke_api_key).
+_KEY_WRITING_BODIES: Final = (CreateTenant, IssueApiKey, RevokeApiKey)
+
+
 class StateMachine:
     """Applies committed commands to a state store and answers queries from it."""
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
+        # Counts the applied commands that may have changed an API key record, and
+        # replacements of the whole store (an installed snapshot). The API caches verified
+        # keys per epoch: while it is unchanged, every key record reads as it did.
+        self.api_keys_epoch = 0
 
     # --------------------------------------------------------------------------- apply
 
@@ -423,7 +432,14 @@ class StateMachine:
             ctx.ops.clear()  # a rejected command changes nothing but its session record
             result = error_result(rejected.code, rejected.detail, rejected.field)
         self.store.write_batch(prune_ops + ctx.ops + _session_ops(slot, envelope, result), index)
+        if isinstance(body, _KEY_WRITING_BODIES):
+            # Whether or not it was rejected: conservative, and these commands are rare.
+            self.api_keys_epoch += 1
         return result
+
+    def note_store_replaced(self) -> None:
+        """The store's whole content was replaced (a snapshot installed under it)."""
+        self.api_keys_epoch += 1
 
     def apply_noop(self, index: int) -> None:
         """Record that the entry at `index` (a leader's no-op or a config change) is applied."""
