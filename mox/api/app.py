@@ -3,7 +3,11 @@
 Theory of operation:
 
 * Every request gets a request id (the client's `X-Request-Id` if sane, else a new one),
-  bound into the structured log context and echoed in the response.
+  kept on the request, written in the request's access line (one per request, see
+  `mox.api.logs.RequestLog`) and echoed in the response.
+* A write's API key is verified once and then taken from a cache per (tenant, key id)
+  while the node's `api_keys_epoch` (moved by every applied command that may change a key
+  record) is unchanged: the same answer the stale local lookup would give.
 * Tenant requests authenticate with `Authorization: Bearer mox.<tenant>.<key>.<secret>`.
   The token names its tenant, so the key is looked up under that tenant only; from then on
   every query and command of the request carries that tenant id and no other.
