@@ -314,7 +314,11 @@ class _Api:
         duration_s = time.perf_counter() - started_s
         response.headers["X-Request-Id"] = request_id
         self.metrics.observe_request(request.method, route, response.status, duration_s)
-        fields: dict[str, Any] = {"request_id": request_id, "method": request.method, "route": route}
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "method": request.method,
+            "route": route,
+        }
         tenant_id = request.get(_TENANT_ID)
         if tenant_id is not None:
             fields["tenant_id"] = tenant_id
