@@ -21,6 +21,8 @@ from prometheus_client.registry import Collector
 
 from mox.api.status import ROLES, NodeStatusView
 
+# Label combinations of the request histogram whose children are kept (observe_request).
+REQUEST_CHILDREN_MAX: Final = 1024
 REQUEST_BUCKETS_S: Final = (
     0.0005,
     0.001,
@@ -132,6 +134,7 @@ class ApiMetrics:
             registry=registry,
             buckets=REQUEST_BUCKETS_S,
         )
+        self._request_children: dict[tuple[str, str, int], Histogram] = {}
         self.forwarded = Counter(
             "mox_http_forwarded_requests",
             "requests this node forwarded to the leader",
@@ -158,7 +161,15 @@ class ApiMetrics:
             registry.register(_RuntimeCollector(counters))
 
     def observe_request(self, method: str, route: str, status: int, duration_s: float) -> None:
-        self.request_seconds.labels(method, route, str(status)).observe(duration_s)
+        # labels() takes a lock and builds the key each call: the children are kept here
+        # (bounded: routes are patterns, statuses few; past the bound, the slow path).
+        key = (method, route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.request_seconds.labels(method, route, str(status))
+            if len(self._request_children) < REQUEST_CHILDREN_MAX:
+                self._request_children[key] = child
+        child.observe(duration_s)
 
     def observe_wal_fsync(self, duration_s: float) -> None:
         """The hook the node runtime calls after each WAL sync."""

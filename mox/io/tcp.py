@@ -611,14 +611,17 @@ class TcpTransport:
         """Write the queue in batches; return (by exception) when the connection breaks."""
         # The acceptor never writes after WELCOME: a read completing means the peer closed.
         eof = asyncio.ensure_future(reader.read(1))
+        # The end of the connection wakes the loop like a send does: one Event to wait on,
+        # not a task and an asyncio.wait per idle turn (those were most of this loop's CPU
+        # besides the write itself). A wake-up left over for a later connection is harmless.
+        eof.add_done_callback(lambda _eof: peer.wakeup.set())
         try:
             while True:
                 if not peer.queue and not peer.large and peer.sending is None:
                     peer.wakeup.clear()
-                    wake = asyncio.ensure_future(peer.wakeup.wait())
-                    done, _ = await asyncio.wait({wake, eof}, return_when=asyncio.FIRST_COMPLETED)
-                    if eof in done:
-                        wake.cancel()
+                    if not eof.done():
+                        await peer.wakeup.wait()
+                    if eof.done():
                         raise ConnectionResetError("peer closed the connection")
                     continue
                 if writer.is_closing():

@@ -571,6 +571,13 @@ class Node:
         Raises NotLeader (not proposed), Overloaded (not proposed), ProposalDropped or
         NodeStopped (outcome unknown).
         """
+        return await self.submit_nowait(command)
+
+    def submit_nowait(self, command: bytes) -> asyncio.Future[bytes]:
+        """`submit` as a future: raises NotLeader or Overloaded now; the future gets the
+        result or the other errors. A caller that gives up sets the future's exception
+        (or cancels it): a proposal not yet handed to the core is then skipped.
+        """
         self._check_running()
         if not self.is_leader:
             raise NotLeader(self.node_id, self.leader_id)
@@ -579,7 +586,7 @@ class Node:
         proposal = _Proposal(command, asyncio.get_running_loop().create_future())
         self._proposals.append(proposal)
         self._wake.set()
-        return await proposal.future
+        return proposal.future
 
     async def propose_conf_change(self, change: ConfChange) -> int:
         """Propose a single-server membership change; return the index of its
@@ -618,12 +625,23 @@ class Node:
         """
         self._check_running()
         if not linearizable:
-            self.stats.reads_stale += 1
-            try:
-                return self.machine.query(query)
-            except STORAGE_FAULTS as exc:
-                self.fail_stop(exc, during="stale read")
-                raise NodeStopped(self.node_id) from None
+            return self.read_stale(query)
+        return await self.read_nowait(query)
+
+    def read_stale(self, query: bytes) -> bytes:
+        """`read(query, linearizable=False)`, which never waits."""
+        self._check_running()
+        self.stats.reads_stale += 1
+        try:
+            return self.machine.query(query)
+        except STORAGE_FAULTS as exc:
+            self.fail_stop(exc, during="stale read")
+            raise NodeStopped(self.node_id) from None
+
+    def read_nowait(self, query: bytes) -> asyncio.Future[bytes]:
+        """A linearizable `read` as a future: raises NotLeader or Overloaded now; the
+        future gets the answer or the other errors (as `submit_nowait`)."""
+        self._check_running()
         if self.leader_id is None:
             raise NotLeader(self.node_id, None)
         if len(self._reads_by_ctx) + len(self._reads_to_start) >= self.config.pending_requests_max:
@@ -632,11 +650,17 @@ class Node:
         read = _Read(query, asyncio.get_running_loop().create_future())
         self._reads_to_start.append((ctx, read))
         self._wake.set()
-        return await read.future
+        return read.future
 
     @property
     def is_leader(self) -> bool:
         return self.core.role is Role.LEADER
+
+    @property
+    def api_keys_epoch(self) -> int:
+        """Changes whenever an applied command may have changed an API key record here
+        (the API's cache of verified keys is valid while it stays the same)."""
+        return self.machine.api_keys_epoch
 
     @property
     def leader_id(self) -> int | None:
@@ -984,6 +1008,7 @@ class Node:
         meta = install.meta
         await write_snapshot(self._fs, meta, install.data)
         await self.lsm.replace_all(decode_items(install.data), meta.index)
+        self.machine.note_store_replaced()
         if install.keep_log_suffix:
             await self.wal.drop_prefix(meta.index + 1)
         else:

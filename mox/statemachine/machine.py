@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, Protocol
@@ -157,8 +158,16 @@ class Rejected(Exception):
 
 def iso_from_ms(ms: int) -> str:
     """Deterministic ISO-8601 UTC with milliseconds (integer arithmetic, no float)."""
-    moment = _EPOCH + datetime.timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    seconds, millis = divmod(ms, 1000)
+    return f"{_iso_second(seconds)}{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_second(seconds: int) -> str:
+    # Every applied command formats its issue time: commands of one second share this
+    # (strftime was ~2 us of each apply, on the leader and on every follower). A pure
+    # function of its argument, so the cache cannot change a result.
+    return (_EPOCH + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def encode_cursor(talent_id: str) -> str:
@@ -382,11 +391,20 @@ class _Apply:
         self.put(keys.event_key(self.tenant_id, stream, version), event)
 
 
+# The only commands that put an API key record (see _create_tenant, _issue_api_key,
+# _revoke_api_key).
+_KEY_WRITING_BODIES: Final = (CreateTenant, IssueApiKey, RevokeApiKey)
+
+
 class StateMachine:
     """Applies committed commands to a state store and answers queries from it."""
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
+        # Counts the applied commands that may have changed an API key record, and
+        # replacements of the whole store (an installed snapshot). The API caches verified
+        # keys per epoch: while it is unchanged, every key record reads as it did.
+        self.api_keys_epoch = 0
 
     # --------------------------------------------------------------------------- apply
 
@@ -423,7 +441,14 @@ class StateMachine:
             ctx.ops.clear()  # a rejected command changes nothing but its session record
             result = error_result(rejected.code, rejected.detail, rejected.field)
         self.store.write_batch(prune_ops + ctx.ops + _session_ops(slot, envelope, result), index)
+        if isinstance(body, _KEY_WRITING_BODIES):
+            # Whether or not it was rejected: conservative, and these commands are rare.
+            self.api_keys_epoch += 1
         return result
+
+    def note_store_replaced(self) -> None:
+        """The store's whole content was replaced (a snapshot installed under it)."""
+        self.api_keys_epoch += 1
 
     def apply_noop(self, index: int) -> None:
         """Record that the entry at `index` (a leader's no-op or a config change) is applied."""
