@@ -31,6 +31,7 @@ from test_cluster_support import (
     health,
     max_commit_index,
     mox_command,
+    request,
     wait_for_leader,
 )
 
@@ -171,6 +172,15 @@ def test_replace_a_node_that_lost_its_disk(tmp_path: Path) -> None:
             # Its term is at most the survivors' (a message of theirs may have carried it).
             assert x_status["term"] <= max(b["term"] for b in before.values()), (x_status, before)
             assert cluster.log_events(victim, "node.joining"), cluster.log_text(victim)
+            status, listed = await request(
+                session,
+                "GET",
+                f"{x_url}/api/admin/members",
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+            assert status == 200, (status, listed)
+            assert listed["configSource"] == "joining", listed
+            assert victim not in listed["members"], listed
             # Writes go on, and the leader and term of the survivors are those of before
             # (unless --pause-nodes deschedules a survivor: that moves terms by itself).
             acked.update(await write_talents(session, survivor_urls, key, ["c0", "c1"]))

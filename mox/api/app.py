@@ -905,8 +905,12 @@ class _Api:
             config_source = "log"
         elif log.snapshot.index > 0:
             config_source = "snapshot"
-        else:
+        elif self.node_id in members:
             config_source = "initial"
+        else:
+            # Started empty with --join (cluster.initial_state = "existing"): a member of
+            # nothing until a leader adds it (its initial configuration leaves it out).
+            config_source = "joining"
         view = status_view(self.node)
         progress: dict[str, MemberProgress] | None = None
         if view.role == "leader":

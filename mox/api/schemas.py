@@ -152,8 +152,9 @@ class Membership(_Response, frozen=True):
     committed_members: list[int]
     config_index: int
     # Where `members` comes from: "log" (a configuration entry, at config_index), "snapshot"
-    # (the snapshot's configuration), "initial" (no entry, no snapshot: the ids in this
-    # node's cluster.nodes; editing that list changes this node's configuration).
+    # (the snapshot's configuration), "initial" (no entry, no snapshot: the members recorded
+    # in the superblock when the data directory was created), "joining" (the same, for a
+    # node started empty with --join: it is not among them and waits to be added).
     config_source: str
     commit_index: int
     # Ids in cluster.nodes (they have an address) that are not members now.

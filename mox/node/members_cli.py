@@ -33,6 +33,7 @@ _SOURCES: Final = {
     "log": "the log",
     "snapshot": "the snapshot",
     "initial": "cluster.nodes at the node's first start",
+    "joining": "join mode: this node waits to be added and is a member of nothing yet",
 }
 
 
