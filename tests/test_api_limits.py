@@ -51,8 +51,11 @@ def test_rate_limiter_sustains_its_rate_and_never_saves_more_than_a_second() -> 
     assert 500 <= admitted <= 501, admitted
 
 
-async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[int, bytes]:
-    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+async def raw_get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str = "/"
+) -> tuple[int, bytes]:
+    """One keep-alive GET written by hand on an open connection: (status, body)."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n".encode())
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
@@ -81,11 +84,11 @@ def test_connections_beyond_the_limit_get_a_503_problem_and_are_closed() -> None
         try:
             first = await asyncio.open_connection("127.0.0.1", port)
             second = await asyncio.open_connection("127.0.0.1", port)
-            assert await _get(*first) == (200, b"hello")
-            assert await _get(*second) == (200, b"hello")
+            assert await raw_get(*first) == (200, b"hello")
+            assert await raw_get(*second) == (200, b"hello")
 
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            status, body = await _get(reader, writer)
+            status, body = await raw_get(reader, writer)
             assert status == 503
             problem = json.loads(body)
             assert problem["code"] == "TOO_MANY_CONNECTIONS"
@@ -95,12 +98,12 @@ def test_connections_beyond_the_limit_get_a_503_problem_and_are_closed() -> None
             assert refused == [1]
 
             # The open connections still work; closing one frees a place.
-            assert await _get(*first) == (200, b"hello")
+            assert await raw_get(*first) == (200, b"hello")
             first[1].close()
             await first[1].wait_closed()
             for _ in range(200):
                 third = await asyncio.open_connection("127.0.0.1", port)
-                status, _ = await _get(*third)
+                status, _ = await raw_get(*third)
                 third[1].close()
                 if status == 200:
                     break

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from test_api_limits import raw_get
 from test_cluster_support import (
     ADMIN_TOKEN,
     ProcCluster,
@@ -35,16 +36,8 @@ async def counter(session: aiohttp.ClientSession, url: str, name: str) -> float:
 async def get_health_raw(port: int) -> tuple[int, bytes, asyncio.StreamWriter]:
     """GET /health on a new keep-alive connection, left open; (status, body, writer)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
-    await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    return status, await reader.readexactly(length), writer
+    status, body = await raw_get(reader, writer, "/health")
+    return status, body, writer
 
 
 def test_tenant_write_rate_and_connection_limits(tmp_path: Path) -> None:
