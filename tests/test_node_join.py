@@ -9,30 +9,18 @@ campaigns or leads shows up there even if it lasts a single step.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import test_node_runtime as runtime_harness
+from test_node_runtime import create_tenant, get, register, run
 
 from mox.consensus.raft.core import ConfChange
-from mox.io.sim import SimClock, SimDisk, SimRandom
-from mox.io.simloop import run_virtual
 from mox.node.errors import NotLeader
 from mox.node.runtime import Node, NodeConfig
-from mox.node.trace import TraceLog
-from mox.sim.network import SimNetwork
 from mox.statemachine.commands import (
-    CreateTenant,
-    GetTalent,
-    NewApiKey,
-    RegisterTalent,
     decode_result,
-    encode_command,
-    encode_query,
-    make_command,
 )
-from mox.storage.lsm import LsmOptions
 
 TENANT = "t1"
 SCOPES = ["tenant:admin", "talents:read", "talents:write"]
@@ -43,78 +31,27 @@ CAMPAIGN_ROLES = {"pre_candidate", "candidate", "leader"}
 WAIT_S = 3.0
 
 
-def create_tenant() -> bytes:
-    body = CreateTenant(
-        slug="acme",
-        name="Acme",
-        owner_key=NewApiKey(key_id="k1", secret_sha256="0" * 64, scopes=SCOPES),
-    )
-    return encode_command(make_command(body, tenant_id=TENANT, client_id="c", request_seq=1))
-
-
-def register(talent: str, seq: int) -> bytes:
-    body = RegisterTalent(talent_id=talent, display_name=talent.upper())
-    return encode_command(make_command(body, tenant_id=TENANT, client_id="c", request_seq=seq))
-
-
-def get(talent: str) -> bytes:
-    return encode_query(TENANT, GetTalent(talent_id=talent))
-
-
-class Cluster:
-    """Nodes over SimDisks and one SimNetwork; every core's trace events are collected."""
+class Cluster(runtime_harness.Cluster):
+    """The node-runtime harness, with every core's trace events collected and nodes that
+    bootstrapped the cluster (`founders`, whose cluster.nodes lists only them) apart from
+    joiners (whose cluster.nodes lists every id)."""
 
     def __init__(self, ids: tuple[int, ...], seed: int, founders: tuple[int, ...] = ()) -> None:
-        self.root = random.Random(seed)
-        self.ids = ids
-        # The nodes that bootstrapped the cluster (their cluster.nodes); joiners list all.
-        self.founders = founders or ids
-        self.network = SimNetwork(SimRandom(random.Random(self.root.getrandbits(64))))
-        self.disks = {n: SimDisk(random.Random(self.root.getrandbits(64))) for n in ids}
-        self.rngs = {n: SimRandom(random.Random(self.root.getrandbits(64))) for n in ids}
-        self.nodes: dict[int, Node] = {}
-        self.clock = SimClock()
+        assert ids == tuple(range(1, len(ids) + 1)), ids
         self.events: list[dict[str, Any]] = []
-        self.trace = TraceLog(self.clock, keep_lines=False, observer=self.events.append)
-
-    async def start(self, node_id: int, *, join: bool = False) -> Node:
-        config = NodeConfig(
-            node_id=node_id,
-            members=self.founders if node_id in self.founders and not join else self.ids,
-            wal_segment_size_bytes=64 * 1024,
-            lsm_options=LsmOptions(memtable_size_bytes=64 * 1024),
-            join=join,
+        super().__init__(
+            len(ids),
+            seed,
+            trace_observer=self.events.append,
+            snapshot_threshold_entries=100_000,
         )
-        node = await Node.open(
-            config,
-            fs=self.disks[node_id].filesystem(),
-            transport=self.network.endpoint(node_id),
-            clock=self.clock,
-            rng=self.rngs[node_id],
-            trace=self.trace,
-        )
-        node.start()
-        self.nodes[node_id] = node
-        return node
+        self.founders = founders or ids
 
-    def crash(self, node_id: int) -> None:
-        self.nodes.pop(node_id).crash()
-        self.disks[node_id].crash()
-
-    def wipe(self, node_id: int) -> None:
-        """The node lost its disk: a new, empty one in its place."""
-        assert node_id not in self.nodes
-        self.disks[node_id] = SimDisk(random.Random(self.root.getrandbits(64)))
-
-    async def leader(self, among: tuple[int, ...], timeout_s: float = 10.0) -> Node:
-        loop = asyncio.get_running_loop()
-        deadline_s = loop.time() + timeout_s
-        while loop.time() < deadline_s:
-            leaders = [self.nodes[n] for n in among if n in self.nodes and self.nodes[n].is_leader]
-            if len(leaders) == 1:
-                return leaders[0]
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no single leader: {[n.status() for n in self.nodes.values()]}")
+    async def start(self, node_id: int, **overrides: Any) -> Node:
+        """`join=True` starts `node_id` as a joiner (cluster.nodes lists every id)."""
+        join = bool(overrides.pop("join", False))
+        members = self.founders if node_id in self.founders and not join else self.ids
+        return await super().start(node_id, members=members, join=join, **overrides)
 
     async def caught_up(self, node: Node, leader: Node, timeout_s: float = 10.0) -> None:
         loop = asyncio.get_running_loop()
@@ -137,13 +74,6 @@ class Cluster:
             )
         ]
 
-    async def stop(self) -> None:
-        for node in list(self.nodes.values()):
-            await node.stop()
-
-
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    run_virtual(body())
 
 
 def test_join_config_keeps_the_joiner_out_of_its_initial_configuration() -> None:

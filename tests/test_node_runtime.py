@@ -73,7 +73,14 @@ def display_name(raw: bytes) -> str | None:
 class Cluster:
     """Nodes over SimDisks and one SimNetwork; crash, restart, wait for a leader."""
 
-    def __init__(self, size: int, seed: int = 1, **config: Any) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int = 1,
+        *,
+        trace_observer: Callable[[dict[str, Any]], None] | None = None,
+        **config: Any,
+    ) -> None:
         self.root = random.Random(seed)
         self.ids = tuple(range(1, size + 1))
         self.network = SimNetwork(SimRandom(random.Random(self.root.getrandbits(64))))
@@ -81,7 +88,11 @@ class Cluster:
         self.rngs = {n: SimRandom(random.Random(self.root.getrandbits(64))) for n in self.ids}
         self.nodes: dict[int, Node] = {}
         self.clock = SimClock()
-        self.trace = TraceLog(self.clock)
+        self.trace = (
+            TraceLog(self.clock)
+            if trace_observer is None
+            else TraceLog(self.clock, keep_lines=False, observer=trace_observer)
+        )
         self.config = {
             "wal_segment_size_bytes": 64 * 1024,
             "snapshot_threshold_entries": 1000,
@@ -89,8 +100,11 @@ class Cluster:
             **config,
         }
 
-    async def start(self, node_id: int) -> Node:
-        config = NodeConfig(node_id=node_id, members=self.ids, **self.config)
+    async def start(self, node_id: int, **overrides: Any) -> Node:
+        """Open and start node `node_id` (NodeConfig fields in `overrides` replace the
+        cluster's: e.g. `members`, `join`)."""
+        fields = {"members": self.ids, **self.config, **overrides}
+        config = NodeConfig(node_id=node_id, **fields)
         node = await Node.open(
             config,
             fs=self.disks[node_id].filesystem(),
@@ -111,11 +125,20 @@ class Cluster:
         self.nodes.pop(node_id).crash()
         self.disks[node_id].crash()
 
-    async def leader(self, timeout_s: float = 10.0) -> Node:
+    def wipe(self, node_id: int) -> None:
+        """The node lost its disk: a new, empty one in its place."""
+        assert node_id not in self.nodes
+        self.disks[node_id] = SimDisk(random.Random(self.root.getrandbits(64)))
+
+    async def leader(
+        self, among: tuple[int, ...] | None = None, timeout_s: float = 10.0
+    ) -> Node:
+        """The one running node of `among` (default: all) that leads, once there is one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            leaders = [n for n in self.nodes.values() if n.is_leader]
+            running = [self.nodes[n] for n in (among or self.ids) if n in self.nodes]
+            leaders = [n for n in running if n.is_leader]
             if len(leaders) == 1:
                 return leaders[0]
             await asyncio.sleep(0.02)

@@ -582,56 +582,37 @@ def _fragment(message_id: int, index: int, count: int, total: int, chunk: bytes)
     return encode_fragment(3, message_id, index, count, total, chunk)
 
 
-def test_fragment_out_of_order_closes_connection() -> None:
-    frames = _fragment(7, 0, 3, 9, b"aaa") + _fragment(7, 2, 3, 9, b"ccc")
-    run(
-        lambda: check_bad_input_closes_only_that_connection(
-            frames, handshake=True, reason="fragment_order"
-        )
-    )
-
-
-def test_fragment_of_another_message_mid_reassembly_closes_connection() -> None:
-    frames = _fragment(7, 0, 3, 9, b"aaa") + _fragment(8, 0, 2, 6, b"bbb")
-    run(
-        lambda: check_bad_input_closes_only_that_connection(
-            frames, handshake=True, reason="fragment_order"
-        )
-    )
-
-
-def test_first_fragment_not_at_index_zero_closes_connection() -> None:
-    run(
-        lambda: check_bad_input_closes_only_that_connection(
-            _fragment(7, 1, 3, 9, b"bbb"), handshake=True, reason="fragment_order"
-        )
-    )
-
-
-def test_fragments_that_do_not_add_up_to_the_total_close_connection() -> None:
-    frames = _fragment(7, 0, 2, 10, b"aaa") + _fragment(7, 1, 2, 10, b"bbb")
-    run(
-        lambda: check_bad_input_closes_only_that_connection(
-            frames, handshake=True, reason="bad_fragment"
-        )
-    )
-
-
-def test_fragment_running_past_the_total_closes_connection() -> None:
-    frames = _fragment(7, 0, 2, 4, b"aaa") + _fragment(7, 1, 2, 4, b"bb")
-    run(
-        lambda: check_bad_input_closes_only_that_connection(
-            frames, handshake=True, reason="bad_fragment"
-        )
-    )
-
-
-def test_fragment_header_claiming_more_than_the_cap_closes_connection() -> None:
-    run(
-        lambda: check_bad_input_closes_only_that_connection(
-            _fragment(7, 0, 2, 2**40, b"a"), handshake=True, reason="reassembly_oversize"
-        )
-    )
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        pytest.param(
+            _fragment(7, 0, 3, 9, b"aaa") + _fragment(7, 2, 3, 9, b"ccc"),
+            "fragment_order",
+            id="out_of_order",
+        ),
+        pytest.param(
+            _fragment(7, 0, 3, 9, b"aaa") + _fragment(8, 0, 2, 6, b"bbb"),
+            "fragment_order",
+            id="another_message_mid_reassembly",
+        ),
+        pytest.param(_fragment(7, 1, 3, 9, b"bbb"), "fragment_order", id="first_not_at_index_0"),
+        pytest.param(
+            _fragment(7, 0, 2, 10, b"aaa") + _fragment(7, 1, 2, 10, b"bbb"),
+            "bad_fragment",
+            id="do_not_add_up_to_the_total",
+        ),
+        pytest.param(
+            _fragment(7, 0, 2, 4, b"aaa") + _fragment(7, 1, 2, 4, b"bb"),
+            "bad_fragment",
+            id="running_past_the_total",
+        ),
+        pytest.param(
+            _fragment(7, 0, 2, 2**40, b"a"), "reassembly_oversize", id="header_claims_over_the_cap"
+        ),
+    ],
+)
+def test_a_bad_fragment_closes_only_that_connection(frames: bytes, reason: str) -> None:
+    run(lambda: check_bad_input_closes_only_that_connection(frames, handshake=True, reason=reason))
 
 
 def test_a_newer_large_message_replaces_a_waiting_one() -> None:

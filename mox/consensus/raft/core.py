@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal
 
 import msgspec
@@ -423,26 +423,26 @@ class RaftCore:
             self._run_election()
             return True
         self.become_pre_candidate()
-        config = self.log.config()
-        if is_quorum(self._votes_granted, config):
+        if is_quorum(self._votes_granted, self.log.config()):
             # A single-member configuration: its own pre-vote is a quorum.
             self._run_election()
         else:
-            for peer in config:
-                if peer != self.id:
-                    self.send_pre_vote(peer)
+            self._send_to_peers(self.send_pre_vote)
         return True
 
     def _run_election(self) -> None:
         """Spec Timeout or BecomeCandidate, then RequestVote to every peer (or BecomeLeader)."""
         self.become_candidate()
-        config = self.log.config()
-        if is_quorum(self._votes_granted, config):
+        if is_quorum(self._votes_granted, self.log.config()):
             self.become_leader()
         else:
-            for peer in config:
-                if peer != self.id:
-                    self.send_request_vote(peer)
+            self._send_to_peers(self.send_request_vote)
+
+    def _send_to_peers(self, send: Callable[[int], None]) -> None:
+        """`send(peer)` for every other member of the latest configuration, in id order."""
+        for peer in self.log.config():
+            if peer != self.id:
+                send(peer)
 
     def check_quorum(self) -> bool:
         """Spec StepDown (check-quorum): once per election timeout a leader checks that a quorum
